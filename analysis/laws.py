@@ -1,0 +1,254 @@
+"""The registry of candidate laws L(N, D, D').
+
+Every law has the shape  L = E + sum_k C_k * S_k^(-x_k)  (a constant plus power-law terms), where each
+term's "size" S_k is a token count or the model size, possibly built with extra parameters (eta, k, ...).
+We fit in log space like Hoffmann et al. (2022) and Epoch (Besiroglu et al. 2024):
+
+    log L = logsumexp(e, c_1 - x_1 log S_1, c_2 - x_2 log S_2, ...),   e = log E, c_k = log C_k
+
+which keeps every coefficient positive, makes the residual log L_obs - log L scale-free, and gives
+an analytic Jacobian (softmax weights times each term's derivative) that the fitter uses.
+
+A term whose size is the same for every fitted row (one model size, or one budget for the split-blind
+law) cannot be told apart from E: it is folded into E and its parameters are not fitted (`specialize`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Callable
+
+import numpy as np
+
+from .inputs import LawInputs
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str              # natural name (fit.json uses it): E, A, alpha, ...
+    log: bool              # fitted as log(value): positive coefficients
+    bounds: tuple          # in fitted space (log for coefficients)
+    grid: tuple            # start values in fitted space
+    per_domain: bool = False  # a coefficient that may get one value per domain (see Layout)
+
+    @property
+    def fitted_name(self) -> str:
+        return f"log_{self.name}" if self.log else self.name
+
+
+@dataclass(frozen=True)
+class Term:
+    """C * S^(-x): `size` returns log S (rows) and d(log S)/d(extra param) for its extra params."""
+    coef: str
+    expo: str
+    size: Callable  # (vals: dict name -> array, x: LawInputs) -> (log_size, {param: dlog_size})
+    extra: tuple = ()  # parameters other than coef/expo the size depends on
+    label: str = ""
+
+
+@dataclass
+class Law:
+    name: str
+    formula: str
+    why: str
+    params: list
+    terms: list
+    split_aware: bool = True  # False: the law cannot distinguish D from D' (no optimal split)
+    fixed_when_single_n: dict = field(default_factory=dict)  # params absorbed elsewhere when N is constant
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    @property
+    def names(self) -> list:
+        return [p.name for p in self.params]
+
+    def log_loss(self, vals: dict, x: LawInputs, active: tuple | None = None, grad: bool = True):
+        """log L per (start, row), and d log L / d(fitted param) per (start, row) if grad.
+
+        vals: fitted-space value of each parameter, arrays broadcastable to (starts, rows).
+        active: indices of the terms kept (the others are folded into E).
+        """
+        terms = [t for i, t in enumerate(self.terms) if active is None or i in active]
+        e = vals["E"]
+        parts, derivs = [e], []
+        for t in terms:
+            log_s, dlog_s = t.size(vals, x)
+            parts.append(vals[t.coef] - vals[t.expo] * log_s)
+            derivs.append((t, log_s, dlog_s))
+        shape = np.broadcast_shapes(*(np.shape(p) for p in parts))
+        stack = np.stack([np.broadcast_to(p, shape) for p in parts])
+        top = stack.max(axis=0)
+        w = np.exp(stack - top)
+        total = w.sum(axis=0)
+        log_l = top + np.log(total)
+        if not grad:
+            return log_l, None
+        w /= total  # softmax: share of each term in L
+        grads = {"E": w[0]}
+        for k, (t, log_s, dlog_s) in enumerate(derivs, start=1):
+            grads[t.coef] = grads.get(t.coef, 0) + w[k]
+            grads[t.expo] = grads.get(t.expo, 0) - w[k] * log_s
+            for q, d in dlog_s.items():
+                grads[q] = grads.get(q, 0) - w[k] * vals[t.expo] * d
+        return log_l, grads
+
+    def start_grid(self, names: list) -> np.ndarray:
+        """Cartesian product of the grids of `names` (fitted space), shape (starts, len(names))."""
+        return np.array(list(product(*(self.param(n).grid for n in names))), dtype=float)
+
+
+@dataclass
+class LawSpec:
+    """A law specialized to a data set: which terms are identifiable, which params are fixed."""
+    active: tuple
+    fixed: dict          # name -> fitted-space value, not fitted
+    folded: list         # names of params whose term was folded into E
+    notes: list
+
+
+def specialize(law: Law, x: LawInputs) -> LawSpec:
+    rng_vals = [{p.name: np.float64(np.mean(p.bounds) if np.all(np.isfinite(p.bounds)) else p.grid[0])
+                 for p in law.params},
+                {p.name: np.float64(p.grid[-1]) for p in law.params}]
+    fixed, notes, active = {}, [], []
+    single_n = np.ptp(np.log(x.n_params)) < 1e-12
+    if single_n:
+        for name, value in law.fixed_when_single_n.items():
+            fixed[name] = value
+            notes.append(f"{law.name}: one model size N in the data, so {name} is fixed at {value} "
+                         f"(its effect is absorbed by the other coefficients)")
+    for i, t in enumerate(law.terms):
+        sizes = []
+        for v in rng_vals:
+            v = {**v, **{k: np.float64(val) for k, val in fixed.items()}}
+            sizes.append(np.ravel(t.size(v, x)[0]))
+        if all(np.ptp(s) < 1e-9 for s in sizes):
+            notes.append(f"{law.name}: {t.label or t.coef} is the same for every fitted row (one value of its "
+                         f"size), so {t.coef}·(...)^-{t.expo} is folded into E: {t.coef} and {t.expo} not fitted")
+        else:
+            active.append(i)
+    used = {"E"}
+    for i in active:
+        t = law.terms[i]
+        used |= {t.coef, t.expo, *t.extra}
+    folded = [p.name for p in law.params if p.name not in used and p.name not in fixed]
+    for name in folded:
+        fixed[name] = law.param(name).grid[0]  # any value: the parameter no longer enters the law
+    return LawSpec(active=tuple(active), fixed=fixed, folded=folded, notes=notes)
+
+
+# ---- sizes --------------------------------------------------------------------------------------
+
+def _size_n(vals, x):
+    return np.log(x.n_params), {}
+
+
+def _size_total(vals, x):
+    return np.log(x.total_tokens), {}
+
+
+def _size_domain(vals, x):
+    return np.log(x.domain_tokens), {}
+
+
+def _size_general(vals, x):
+    """T_gen = D + eta*D' for an expert (a specialization token is worth eta of a mixture token), D + D' baseline."""
+    eta = vals["eta"]
+    expert_special = np.where(x.is_baseline, 0.0, x.special)
+    raw = x.pretrain + np.where(x.is_baseline, x.special, 0.0) + eta * expert_special
+    t_gen = np.maximum(raw, 1.0)
+    return np.log(t_gen), {"eta": np.where(raw >= 1.0, expert_special / t_gen, 0.0)}
+
+
+def _size_effective(vals, x):
+    """D_eff = T_dom + D_T, D_T = exp(k) * G^rho * N^nu: domain data transferred from G mixture tokens."""
+    g = x.mixture_tokens
+    has_g = g > 0
+    log_g = np.log(np.where(has_g, g, 1.0))
+    log_dt = vals["k"] + vals["rho"] * log_g + vals["nu"] * np.log(x.n_params)
+    log_dt = np.where(has_g, log_dt, -np.inf)
+    log_dom = np.log(x.domain_tokens)
+    log_eff = np.logaddexp(log_dom, log_dt)
+    share = np.exp(log_dt - log_eff)  # d log D_eff / d log D_T
+    return log_eff, {"k": share, "rho": share * log_g, "nu": share * np.log(x.n_params)}
+
+
+# ---- the registry -------------------------------------------------------------------------------
+
+_COEF = (-30.0, 60.0)   # log-coefficient bounds: wide enough for Hoffmann's grid (0..25) and Chinchilla-scale fits
+_EXPO = (0.0, 4.0)
+_E = (-10.0, 4.0)       # E = exp(e) <= 55 nats
+
+CHINCHILLA = Law(
+    name="chinchilla",
+    formula="L = E + A·N^-alpha + B·(D + D')^-beta",
+    why="Hoffmann et al. (2022): loss falls as a power law in model size and in tokens. Split-blind: it "
+        "cannot tell a mixture token from a specialization token, so every split of a budget predicts the "
+        "same loss. It is the null model the split-aware laws must beat.",
+    params=[
+        Param("E", True, _E, tuple(np.arange(-1, 1.5, 0.5)), per_domain=True),
+        Param("A", True, _COEF, tuple(np.arange(0, 30, 5.0)), per_domain=True),
+        Param("B", True, _COEF, tuple(np.arange(0, 30, 5.0)), per_domain=True),
+        Param("alpha", False, _EXPO, tuple(np.arange(0, 2.5, 0.5))),
+        Param("beta", False, _EXPO, tuple(np.arange(0, 2.5, 0.5))),
+    ],
+    terms=[Term("A", "alpha", _size_n, label="N"), Term("B", "beta", _size_total, label="D + D'")],
+    split_aware=False,
+)
+
+TWO_SOURCE = Law(
+    name="two_source",
+    formula="L = E + A·N^-alpha + B·T_gen^-beta + C·T_dom^-gamma;  T_gen = D + eta·D' (expert) or D + D' "
+            "(baseline), T_dom = p·D + D' (own expert), p·(D + D') (baseline), p·D (other expert)",
+    why="General and in-domain tokens contribute separately: mixture tokens buy general skill, the evaluated "
+        "domain's tokens buy domain skill, and a specialization token counts only eta of a mixture token "
+        "toward general skill. Experts and the baseline share one law, and for a fixed budget it has an "
+        "interior optimal split.",
+    params=[
+        Param("E", True, _E, (-1.0, 0.0, 1.0), per_domain=True),
+        Param("A", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("alpha", False, _EXPO, (0.25, 0.75)),
+        Param("B", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("beta", False, _EXPO, (0.25, 0.75)),
+        Param("C", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("gamma", False, _EXPO, (0.25, 0.75)),
+        Param("eta", False, (0.0, 1.0), (0.2, 0.8)),
+    ],
+    terms=[Term("A", "alpha", _size_n, label="N"),
+           Term("B", "beta", _size_general, extra=("eta",), label="T_gen"),
+           Term("C", "gamma", _size_domain, label="T_dom")],
+)
+
+TRANSFER = Law(
+    name="transfer",
+    formula="L = E + A·N^-alpha + B·D_eff^-beta;  D_eff = T_dom + k·G^rho·N^nu, G = mixture tokens seen "
+            "(D for an expert, D + D' for the baseline), T_dom as in two_source",
+    why="Hernandez et al. (2021), 'effective data transferred': pretraining on the mixture is worth an "
+        "amount D_T = k·G^rho·N^nu of the domain's own data, with diminishing returns (rho < 1) and a "
+        "capacity dependence through N^nu: a larger model transfers more (nu > 0), or a small model cannot "
+        "hold every domain at once. The optimal split then depends on N: "
+        "D*/T grows with N when nu > 0.",
+    params=[
+        Param("E", True, _E, (-1.0, 0.0, 1.0), per_domain=True),
+        Param("A", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("alpha", False, _EXPO, (0.25, 0.75)),
+        Param("B", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("beta", False, _EXPO, (0.25, 0.75)),
+        Param("k", True, (-40.0, 40.0), (-8.0, 0.0, 8.0)),
+        Param("rho", False, (0.0, 1.5), (0.3, 0.8)),
+        Param("nu", False, (-2.0, 2.0), (0.0, 0.5)),
+    ],
+    terms=[Term("A", "alpha", _size_n, label="N"),
+           Term("B", "beta", _size_effective, extra=("k", "rho", "nu"), label="D_eff")],
+    fixed_when_single_n={"nu": 0.0},
+)
+
+LAWS = {law.name: law for law in (CHINCHILLA, TWO_SOURCE, TRANSFER)}
+
+
+def get_law(name: str) -> Law:
+    from .errors import AnalysisError
+    if name not in LAWS:
+        raise AnalysisError(f"unknown law {name!r}; choose one of {', '.join(LAWS)} or 'auto'")
+    return LAWS[name]
