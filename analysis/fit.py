@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import lmfit
@@ -268,9 +269,13 @@ def lmfit_polish(problem: Problem, theta0: np.ndarray, max_nfev: int | None = No
     def jacobian(p):
         return problem.residuals_jac(vector(p))[1][0]
 
-    return lmfit.minimize(residual, params, method="least_squares", jac=jacobian, loss="huber",
-                          f_scale=problem.delta, x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12,
-                          max_nfev=max_nfev, calc_covar=True)
+    with warnings.catch_warnings():
+        # lmfit's covariance of a poorly determined parameter (e.g. B on the Epoch data) can be negative:
+        # its stderr is then None, and the report uses the bootstrap anyway.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return lmfit.minimize(residual, params, method="least_squares", jac=jacobian, loss="huber",
+                              f_scale=problem.delta, x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12,
+                              max_nfev=max_nfev, calc_covar=True)
 
 
 @dataclass
@@ -408,7 +413,8 @@ def fit_law(df: pd.DataFrame, law: Law, *, per_domain: bool = False, delta: floa
         if best is None or f < best[1]:
             best = (th, f, res)
     th, f, res = best
-    stderr = {lab: (None if res.params[nm].stderr is None else float(res.params[nm].stderr))
+    stderr = {lab: (None if res.params[nm].stderr is None or not np.isfinite(res.params[nm].stderr)
+                    else float(res.params[nm].stderr))
               for lab, nm in zip(layout.labels, layout.lmfit_names)}
     fit = FitResult(law=law, layout=layout, theta=th, objective=f, n_points=len(df), n_distinct=n_distinct,
                     selection=selection or df.attrs.get("selection", "all rows given"), notes=list(spec.notes),

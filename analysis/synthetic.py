@@ -71,9 +71,10 @@ def make_sweep(law: Law, params: dict, n_values=(1e6, 2e6, 4e6, 8e6, 16e6), toke
 
 
 TRUE_PARAMS = {
-    "chinchilla": dict(E=1.8, A=400.0, B=1500.0, alpha=0.34, beta=0.30),
-    "two_source": dict(E=1.8, A=400.0, alpha=0.34, B=1500.0, beta=0.30, C=800.0, gamma=0.32, eta=0.3),
-    "transfer": dict(E=1.8, A=400.0, alpha=0.34, B=2000.0, beta=0.33, k=7.5, rho=0.7, nu=0.2),
+    # Scaled so that N = 1e6..1.6e7 and T = 10N..40N give losses of about 3-5 nats.
+    "chinchilla": dict(E=1.8, A=100.0, B=200.0, alpha=0.34, beta=0.30),
+    "two_source": dict(E=1.8, A=100.0, alpha=0.34, B=150.0, beta=0.30, C=100.0, gamma=0.32, eta=0.3),
+    "transfer": dict(E=1.8, A=100.0, alpha=0.34, B=250.0, beta=0.33, k=7.5, rho=0.7, nu=0.2),
 }
 
 

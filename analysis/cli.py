@@ -1,0 +1,132 @@
+"""`python -m analysis fit|split|report|collect ...` — a stable command line (other tools call these names).
+
+  fit RESULTS --law NAME|auto --out DIR             -> DIR/fit.json
+  split RESULTS --n-params N --budget-tokens T [--accounting per-path|shared-seed] [--law auto|NAME] --out DIR
+        (or --compute-flops C instead of --n-params/--budget-tokens: N chosen too) -> DIR/split.json
+  report RESULTS --out DIR [--budget-tokens T] [--n-params N] -> DIR/report.md, report.html, *.png, fit.json, split.json
+  collect --wandb ENTITY/PROJECT [--group G] --out FILE.jsonl  -> the results table from W&B
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import atomic
+from .errors import AnalysisError
+from .io import DEFAULT_SELECTION, SELECTIONS, batch_tokens_of, domain_weights, load_results, select_rows
+from .laws import LAWS
+
+
+def _weighting(text: str):
+    if text in ("equal", "mixture"):
+        return text
+    try:
+        return {k: float(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"domain weights: equal, mixture or d0=0.5,d1=0.5 (got {text!r})")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis", description="Fit L(N, D, D') and choose the split.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(s, law_default):
+        s.add_argument("results", help="sweep directory (results.jsonl) or a .jsonl/.csv/.parquet file")
+        s.add_argument("--out", required=True, type=Path, help="output directory")
+        s.add_argument("--law", default=law_default, help=f"auto or one of {', '.join(LAWS)}")
+        s.add_argument("--selection", default=DEFAULT_SELECTION, choices=list(SELECTIONS),
+                       help="rows the law is fitted on (default: %(default)s)")
+        s.add_argument("--per-domain", action="store_true",
+                       help="one coefficient (E, A, B, C) per domain, exponents shared")
+        s.add_argument("--n-bootstrap", type=int, default=100, help="resamples of trained models (default %(default)s)")
+        s.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+        s.add_argument("--quiet", action="store_true", help="no progress messages")
+
+    def question(s):
+        s.add_argument("--n-params", type=float, help="model size N")
+        s.add_argument("--budget-tokens", type=float, help="budget T in tokens (see --accounting)")
+        s.add_argument("--accounting", default="per-path", choices=["per-path", "shared-seed"],
+                       help="per-path: D + D' = T; shared-seed: D + K*D' = T with K experts")
+        s.add_argument("--weights", type=_weighting, default="equal",
+                       help="domain weights of the averaged loss: equal, mixture or d0=0.4,d1=0.6")
+        s.add_argument("--batch-tokens", type=int, help="tokens per optimizer step (else the batch_tokens column)")
+
+    f = sub.add_parser("fit", help="fit one law (or auto) and write fit.json")
+    common(f, "auto")
+    f.set_defaults(n_bootstrap=0)
+    s = sub.add_parser("split", help="choose D* for a model size and budget; write split.json")
+    common(s, "auto")
+    question(s)
+    s.add_argument("--compute-flops", type=float, help="compute budget C: N is chosen too (T = C / 6N)")
+    r = sub.add_parser("report", help="write the splitting report")
+    common(r, "auto")
+    question(r)
+    r.set_defaults(n_bootstrap=20)
+    c = sub.add_parser("collect", help="collect the results table from W&B")
+    c.add_argument("--wandb", required=True, metavar="ENTITY/PROJECT")
+    c.add_argument("--group", help="W&B run group (one sweep)")
+    c.add_argument("--out", required=True, type=Path, help="output .jsonl file")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except AnalysisError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    if args.command == "collect":
+        from .wandb_io import collect_wandb
+        table = collect_wandb(args.wandb, args.group)
+        load_results(table)  # validate before writing
+        atomic.write_text(args.out, table.to_json(orient="records", lines=True))
+        print(args.out)
+        return 0
+    if args.command == "report":
+        from .report import build_report
+        path = build_report(args.results, args.out, budget_tokens=args.budget_tokens, law=args.law,
+                            n_bootstrap=args.n_bootstrap, accounting=args.accounting, n_params=args.n_params,
+                            selection=args.selection, per_domain=args.per_domain, weighting=args.weights,
+                            batch_tokens=args.batch_tokens, seed=args.seed, progress=not args.quiet)
+        print(path)
+        return 0
+
+    from .pipeline import analyze
+    table = load_results(args.results)
+    rows = select_rows(table, args.selection)
+    if args.command == "split":
+        from .split import check_budget, choose_model_size, choose_split
+        batch = batch_tokens_of(table, args.batch_tokens)
+        k = rows["eval_domain"].nunique()
+        if args.compute_flops is None:
+            if args.n_params is None or args.budget_tokens is None:
+                raise AnalysisError("split needs --n-params and --budget-tokens (or --compute-flops)")
+            check_budget(args.budget_tokens, batch, args.accounting, k)
+        result = analyze(rows, args.law, per_domain=args.per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
+                         validate=args.law == "auto", progress=not args.quiet)
+        mix = domain_weights(rows)
+        if args.compute_flops is not None:
+            n_lo, n_hi = rows["n_params"].min(), rows["n_params"].max()
+            out = choose_model_size(result.fit, args.compute_flops, (n_lo / 10, n_hi * 100), accounting=args.accounting,
+                                    mixture_weights=mix, weighting=args.weights, batch_tokens=batch)
+        else:
+            out = choose_split(result.fit, args.n_params, args.budget_tokens, accounting=args.accounting,
+                               mixture_weights=mix, weighting=args.weights, batch_tokens=batch)
+        out["law_chosen_because"] = result.why
+        out["row_selection"] = args.selection
+        path = atomic.write_json(args.out / "split.json", out)
+    else:
+        result = analyze(rows, args.law, per_domain=args.per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
+                         progress=not args.quiet)
+        out = result.fit_json()
+        if args.law == "auto":
+            out["all_laws"] = {k: result.fit_json(k) for k in result.fits}
+            out["not_fitted"] = result.failures
+        path = atomic.write_json(args.out / "fit.json", out)
+    print(path)
+    return 0

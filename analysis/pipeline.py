@@ -1,0 +1,82 @@
+"""Fit every candidate law, validate each on held-out runs, and pick one (`--law auto` or a name)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .errors import AnalysisError
+from .fit import FitResult, Problem, bootstrap, fit_law, log_progress
+from .inputs import LawInputs
+from .laws import LAWS, get_law
+from .validate import heldout, heldout_score, pick_law
+
+
+@dataclass
+class Analysis:
+    rows: pd.DataFrame                                # the fitted rows (after selection)
+    fits: dict = field(default_factory=dict)          # law name -> FitResult
+    failures: dict = field(default_factory=dict)      # law name -> why it could not be fitted
+    checks: dict = field(default_factory=dict)        # law name -> held-out checks
+    heldout_rows: dict = field(default_factory=dict)  # law name -> table of held-out predictions
+    scores: dict = field(default_factory=dict)        # law name -> mean held-out relative error
+    chosen: str | None = None
+    why: str = ""
+    seconds: float = 0.0
+
+    @property
+    def fit(self) -> FitResult:
+        if self.chosen is None:
+            raise AnalysisError("no law could be fitted: " + "; ".join(f"{k}: {v}" for k, v in self.failures.items()))
+        return self.fits[self.chosen]
+
+    def fit_json(self, name: str | None = None) -> dict:
+        name = name or self.chosen
+        out = self.fits[name].summary()
+        out["heldout"] = self.checks.get(name, {})
+        out["heldout_score"] = self.scores.get(name)
+        if name == self.chosen:
+            out["chosen_because"] = self.why
+        return out
+
+
+def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, per_domain: bool = False,
+            n_bootstrap: int = 0, seed: int = 0, validate: bool = True, progress: bool = False) -> Analysis:
+    """Fit `laws` (default: all; with a named law and no validation, only that one) on `rows`."""
+    t0 = time.perf_counter()
+    if law != "auto":
+        get_law(law)  # unknown names fail here, before any work
+    names = laws or (list(LAWS) if (law == "auto" or validate) else [law])
+    if law != "auto" and law not in names:
+        names = [law] + names
+    result = Analysis(rows=rows)
+    for name in names:
+        try:
+            result.fits[name] = fit_law(rows, LAWS[name], per_domain=per_domain, progress=progress)
+        except AnalysisError as e:
+            result.failures[name] = str(e)
+            log_progress(f"{name}: not fitted: {e}", progress)
+            continue
+        if validate:
+            result.checks[name], result.heldout_rows[name] = heldout(rows, LAWS[name], per_domain, progress)
+            result.scores[name] = heldout_score(result.checks[name])
+    if law == "auto":
+        sizes = {k: f.layout.size for k, f in result.fits.items()}
+        result.chosen, result.why = pick_law(result.scores, sizes)
+        if result.chosen is None and result.fits:
+            # Nothing could be validated: prefer a split-aware law, the point of the analysis.
+            aware = [k for k in result.fits if LAWS[k].split_aware] or list(result.fits)
+            result.chosen = aware[0]
+            result.why = f"no held-out check could run; {result.chosen} used without validation"
+    else:
+        if law in result.failures:
+            raise AnalysisError(f"law {law!r} cannot be fitted: {result.failures[law]}")
+        result.chosen, result.why = law, f"law {law} chosen by the user"
+    if result.chosen and n_bootstrap:
+        fit = result.fits[result.chosen]
+        problem = Problem(fit.layout, LawInputs.from_table(rows, fit.domains), rows["eval_loss"].to_numpy(float))
+        fit.boot_theta = bootstrap(fit, problem, rows, n_bootstrap, seed=seed, progress=progress)
+    result.seconds = time.perf_counter() - t0
+    log_progress(f"fits done in {result.seconds:.1f} s; {result.why}", progress)
+    return result

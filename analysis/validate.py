@@ -1,0 +1,114 @@
+"""Held-out checks: fit on part of the runs, predict the rest, and pick the law that predicts best.
+
+Checks, in order of preference (extrapolation is what the law is for):
+  largest_N   hold out every run of the largest model size
+  largest_T   hold out every run of the largest budget D + D'
+  runs_kfold  only when neither exists (one N and one budget, e.g. the phonebook): 5-fold cross-validation
+              over trained models, an interpolation check, said so in the report
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import AnalysisError
+from .fit import FitResult, fit_law, log_progress
+from .inputs import LawInputs
+from .laws import Law
+
+KFOLD = 5
+
+
+def _rel_errors(fit: FitResult, test: pd.DataFrame) -> np.ndarray:
+    x = LawInputs.from_table(test, fit.domains)
+    pred = fit.predict(x)
+    return np.abs(pred - test["eval_loss"].to_numpy()) / test["eval_loss"].to_numpy()
+
+
+def _one_split(df, train_mask, law, per_domain, domains, label, held):
+    train, test = df[train_mask], df[~train_mask]
+    out = {"held_out": held, "n_train": int(len(train)), "n_test": int(len(test))}
+    try:
+        train = train.reset_index(drop=True)
+        train.attrs.update(df.attrs)
+        fit = fit_law(train, law, per_domain=per_domain, domains=domains)
+    except AnalysisError as e:
+        out["error"] = str(e)
+        return out, None
+    err = _rel_errors(fit, test)
+    out.update(mean_rel_error=float(err.mean()), max_rel_error=float(err.max()))
+    return out, (test.assign(predicted_loss=fit.predict(LawInputs.from_table(test, fit.domains)), check=label))
+
+
+def heldout(df: pd.DataFrame, law: Law, per_domain: bool = False, progress: bool = False):
+    """{check: {...errors...}} and a table of the held-out rows with their predictions."""
+    domains = sorted(df["eval_domain"].unique())
+    results, tables = {}, []
+    n_vals = np.unique(df["n_params"])
+    t_vals = np.unique(df["budget_tokens"])
+    log_progress(f"{law.name}: held-out checks", progress)
+    if len(n_vals) >= 2:
+        res, tab = _one_split(df, df["n_params"] < n_vals[-1], law, per_domain, domains, "largest_N",
+                              f"N = {n_vals[-1]:.4g}")
+        results["largest_N"] = res
+        tables.append(tab)
+    else:
+        results["largest_N"] = {"skipped": "one model size in the data"}
+    if len(t_vals) >= 2:
+        res, tab = _one_split(df, df["budget_tokens"] < t_vals[-1], law, per_domain, domains, "largest_T",
+                              f"D + D' = {t_vals[-1]:.4g}")
+        results["largest_T"] = res
+        tables.append(tab)
+    else:
+        results["largest_T"] = {"skipped": "one budget D + D' in the data"}
+    if len(n_vals) < 2 and len(t_vals) < 2:
+        runs = np.array(sorted(df["run_id"].unique()))
+        fold_of_run = {r: i % KFOLD for i, r in enumerate(runs)}
+        folds = df["run_id"].map(fold_of_run).to_numpy()
+        errs, n_test, problems = [], 0, []
+        for k in range(min(KFOLD, len(runs))):
+            res, tab = _one_split(df, folds != k, law, per_domain, domains, "runs_kfold", f"fold {k}")
+            if tab is None:
+                problems.append(res.get("error", "?"))
+                continue
+            tables.append(tab)
+            errs.append(np.abs(tab["predicted_loss"] - tab["eval_loss"]) / tab["eval_loss"])
+            n_test += len(tab)
+        if errs:
+            e = np.concatenate([np.asarray(v) for v in errs])
+            results["runs_kfold"] = {"held_out": f"{KFOLD}-fold over {len(runs)} trained models (interpolation)",
+                                     "n_test": int(n_test), "mean_rel_error": float(e.mean()),
+                                     "max_rel_error": float(e.max())}
+        else:
+            results["runs_kfold"] = {"error": problems[0] if problems else "no fold could be fitted"}
+    table = pd.concat([t for t in tables if t is not None], ignore_index=True) if any(
+        t is not None for t in tables) else pd.DataFrame()
+    return results, table
+
+
+def heldout_score(checks: dict) -> float | None:
+    """Mean over the checks that ran of their mean relative error (lower is better)."""
+    vals = [c["mean_rel_error"] for c in checks.values() if "mean_rel_error" in c]
+    return float(np.mean(vals)) if vals else None
+
+
+TIE = 0.05  # held-out errors within 5% (relative) of the best are a tie: noise cannot separate them
+
+
+def pick_law(scores: dict, n_params: dict | None = None) -> tuple[str | None, str]:
+    """The law with the lowest held-out score, and a sentence saying why.
+
+    A law that nests another (two_source with eta = 1 and no domain term is chinchilla) predicts
+    held-out runs about as well as the simpler law on the simpler law's data; among laws tied with the
+    best, the one with the fewest free parameters wins (Occam).
+    """
+    scored = {k: v for k, v in scores.items() if v is not None}
+    if not scored:
+        return None, "no law could be validated on held-out runs"
+    lowest = min(scored.values())
+    tied = [k for k, v in scored.items() if v <= lowest * (1 + TIE)]
+    best = min(tied, key=lambda k: ((n_params or {}).get(k, 0), scored[k]))
+    others = ", ".join(f"{k} {v:.3%}" for k, v in sorted(scored.items(), key=lambda kv: kv[1]) if k != best)
+    why = "lowest mean held-out relative error" if scored[best] == lowest else (
+        f"fewest parameters among the laws within {TIE:.0%} of the lowest held-out error")
+    return best, f"--law auto picked {best}: {why} ({scored[best]:.3%})" + (f"; others: {others}" if others else "")
