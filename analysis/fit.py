@@ -259,6 +259,10 @@ def lmfit_polish(problem: Problem, theta0: np.ndarray, max_nfev: int | None = No
     for name, v, a, b in zip(layout.lmfit_names, start, lo, hi):
         params.add(name, value=float(v), min=float(a), max=float(b))
     names = layout.lmfit_names
+    if max_nfev is None:
+        # Started from a converged prescreen point, trf needs tens of evaluations; on a degenerate law
+        # (e.g. two_source on split-blind data: C -> 0 leaves eta free) it would crawl for thousands.
+        max_nfev = 40 * (layout.size + 1)
 
     def vector(p):
         return np.array([[p[nm].value for nm in names]])
@@ -274,7 +278,7 @@ def lmfit_polish(problem: Problem, theta0: np.ndarray, max_nfev: int | None = No
         # its stderr is then None, and the report uses the bootstrap anyway.
         warnings.simplefilter("ignore", RuntimeWarning)
         return lmfit.minimize(residual, params, method="least_squares", jac=jacobian, loss="huber",
-                              f_scale=problem.delta, x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12,
+                              f_scale=problem.delta, x_scale="jac", ftol=1e-11, xtol=1e-11, gtol=1e-11,
                               max_nfev=max_nfev, calc_covar=True)
 
 
