@@ -1,0 +1,27 @@
+"""The Hydra app: `python -m splitsweep [-m] [overrides]`. One call of `task` is one grid point."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from .plan import ConfigError
+
+
+def task(cfg: DictConfig):
+    from .job import run_job
+
+    try:
+        rows = run_job(cfg)
+    except ConfigError as err:
+        # A configuration mistake: say what is wrong, without a traceback, before any compute.
+        print(f"splitsweep: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return [{"eval_domain": r["eval_domain"], "eval_loss": r["eval_loss"]} for r in rows]
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
+def main(cfg: DictConfig):
+    return task(cfg)

@@ -1,0 +1,27 @@
+"""Hydra callback: when a multirun ends, say where the records are and build the splitting report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from .records import RESULTS_FILE, read_rows
+
+
+class SweepReport(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.paths.sweep_dir)
+        results = sweep_dir / RESULTS_FILE
+        rows = read_rows(results)
+        print(f"\nsplitsweep: {len(rows)} result rows in {results}", flush=True)
+        if not config.report.enabled or not rows:
+            return
+        try:
+            from analysis.report import build_report
+        except ImportError as err:  # the analysis package is optional for training
+            print(f"splitsweep: report skipped ({err})", flush=True)
+            return
+        out = build_report(results, sweep_dir / "report", budget_tokens=config.report.budget_tokens,
+                           n_bootstrap=int(config.report.n_bootstrap))
+        print(f"splitsweep: report in {out}", flush=True)

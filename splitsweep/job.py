@@ -1,0 +1,278 @@
+"""One job = one grid point (N, D, D', expert domain): make sure its seed exists, train the expert,
+evaluate it on every domain, and record the rows.
+
+Seeds live in a store shared by every job and sweep: `store/seeds/<trajectory_id>/tokens_<D>` are
+checkpoints of one trajectory (a hash of everything that determines it). Under the wsd schedule a job
+needing a larger D extends the trajectory from the largest checkpoint below D. A lock file with a
+heartbeat keeps concurrent jobs (processes, or cluster tasks on a shared filesystem) from training the
+same seed twice, and checkpoints are published by rename, so a half-written one is never read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import checkpoint as ckpt
+from .data import MIXTURE
+from .distributed import DistEnv, init_distributed, shard_model
+from .logger import RunLogger
+from .model import build_model
+from .plan import ConfigError, Plan, git_sha, make_plan
+from .records import append_rows, read_rows
+from .store import FileLock, write_json_atomic
+from .train import Path as ExpertPath
+from .train import Preempted, StopFlag, Trainer, TrainingDiverged
+
+SEED_PREFIX = "tokens_"
+PROGRESS = "progress"
+
+
+def _build(plan: Plan, env: DistEnv):
+    model = shard_model(build_model(plan.spec, plan.source.vocab_size, plan.batch.seq_len, plan.seed), env)
+    o = plan.cfg.train.optimizer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.schedule.peak_lr, betas=tuple(o.betas),
+                                  eps=float(o.eps), weight_decay=float(o.weight_decay))
+    return model, optimizer
+
+
+def _reapply_hparams(plan: Plan, optimizer) -> None:
+    # Loading optimizer state overwrites param-group hyperparameters with the checkpoint's.
+    o = plan.cfg.train.optimizer
+    for group in optimizer.param_groups:
+        group.update(betas=tuple(o.betas), eps=float(o.eps), weight_decay=float(o.weight_decay))
+
+
+def _seed_checkpoints(trajectory_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a trajectory as (step, path), the periodic progress slot included."""
+    found = []
+    for path in list(trajectory_dir.glob(SEED_PREFIX + "*")) + [trajectory_dir / PROGRESS]:
+        if path.is_dir() and ckpt.is_complete(path):
+            found.append((int(ckpt.read_meta(path)["step"]), path))
+    return sorted(found)
+
+
+def _stop_flag(cfg) -> StopFlag:
+    return StopFlag().install() if cfg.train.get("handle_signals", True) else StopFlag()
+
+
+class Job:
+    def __init__(self, cfg: DictConfig, env: DistEnv | None = None):
+        self.cfg = cfg
+        self.plan = make_plan(cfg)  # raises ConfigError before any compute
+        self.env = env or init_distributed(str(cfg.train.get("device", "auto")))
+        self.sweep_dir = Path(cfg.paths.sweep_dir)
+        self.trajectory_dir = Path(cfg.paths.store) / "seeds" / self.plan.trajectory_id
+        self.run_dir = self.sweep_dir / "runs" / self.plan.run_id
+        self.stop = _stop_flag(cfg)
+        self.tokens_trained = 0
+
+    # ---------------------------------------------------------------- seed
+    def seed_checkpoint(self) -> Path | None:
+        """Path of the seed at D (trained now if no job trained it before); None when D = 0."""
+        plan, env = self.plan, self.env
+        if plan.seed_steps == 0:
+            return None
+        final = self.trajectory_dir / f"{SEED_PREFIX}{plan.pretrain_tokens:015d}"
+        if ckpt.is_complete(final):
+            return final
+        lock = None
+        if env.is_main:
+            self.trajectory_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.trajectory_dir / "trajectory.json", {
+                "trajectory_id": plan.trajectory_id, "model": plan.spec.name, "schedule": plan.schedule.name})
+            lock = FileLock(self.trajectory_dir / ".lock", stale_s=float(self.cfg.train.lock_stale_s),
+                            on_wait=self._waiting).acquire()
+        try:
+            env.barrier()
+            if not ckpt.is_complete(final):
+                self._train_seed(final)
+        finally:
+            if lock is not None:
+                lock.release()
+        env.barrier()
+        return final
+
+    def _waiting(self, seconds: float) -> None:
+        if int(seconds) % 30 == 0 and seconds - int(seconds) < 0.5:
+            print(f"[seed {self.plan.trajectory_id}] waiting {seconds:.0f}s for another job training it",
+                  flush=True)
+
+    def _train_seed(self, final: Path) -> None:
+        plan, env = self.plan, self.env
+        start_step, start = 0, None
+        for step, path in _seed_checkpoints(self.trajectory_dir):
+            if step <= plan.seed_steps:
+                start_step, start = step, path
+        model, optimizer = _build(plan, env)
+        if start is not None:
+            ckpt.load(start, model, optimizer)
+            _reapply_hparams(plan, optimizer)
+        label = f"seed {plan.spec.name} D={plan.pretrain_tokens:,}"
+        if env.is_main:
+            print(f"[{label}] training steps {start_step}..{plan.seed_steps}"
+                  + (f" from {start.name}" if start else " from scratch"), flush=True)
+        path = ExpertPath(plan.seed_steps, 0, MIXTURE)
+        trainer = Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, env,
+                          float(self.cfg.train.grad_clip), self.stop)
+        logger = self._logger(f"seed-{plan.trajectory_id}", f"seed {plan.spec.name}", "seed",
+                              {"trajectory_id": plan.trajectory_id})
+        started = time.time()
+
+        def save(step: int, target: Path = self.trajectory_dir / PROGRESS) -> None:
+            ckpt.save(target, model, optimizer, {"step": step, "tokens": step * plan.batch.tokens_per_step,
+                                                 "trajectory_id": plan.trajectory_id}, env, tag=plan.run_id)
+
+        try:
+            trainer.train(path, start_step, plan.seed_steps, label, checkpoint=save,
+                          checkpoint_every=int(self.cfg.train.checkpoint_every_steps), log=logger.log,
+                          progress_every_s=float(self.cfg.train.progress_every_s))
+            save(plan.seed_steps, final)
+        finally:
+            logger.finish()
+        self.tokens_trained += trainer.tokens_trained
+        if env.is_main:
+            progress = self.trajectory_dir / PROGRESS
+            if progress.exists() and ckpt.is_complete(progress) and \
+                    int(ckpt.read_meta(progress)["step"]) <= plan.seed_steps:
+                import shutil
+                shutil.rmtree(progress, ignore_errors=True)
+            with open(self.trajectory_dir / "segments.jsonl", "a") as f:  # audit trail of training done
+                f.write(json.dumps({"from_step": start_step, "to_step": plan.seed_steps,
+                                    "tokens": trainer.tokens_trained, "run_id": plan.run_id,
+                                    "wall_s": round(time.time() - started, 3)}) + "\n")
+
+    # ---------------------------------------------------------------- expert
+    def _logger(self, run_id: str, name: str, job_type: str, extra: dict) -> RunLogger:
+        plan = self.plan
+        config = OmegaConf.to_container(self.cfg, resolve=True)
+        config.update(extra, n_params=plan.n_params, pretrain_tokens=plan.pretrain_tokens,
+                      special_tokens=plan.special_tokens, expert_domain=plan.expert_domain)
+        return RunLogger(self.cfg.logger, self.sweep_dir, run_id, name, str(self.cfg.sweep_name), job_type,
+                         config, tags=[job_type, plan.spec.name, plan.schedule.name], active=self.env.is_main)
+
+    def _check_run_dir(self) -> None:
+        identity = self.run_dir / "run.json"
+        if identity.exists():
+            recorded = json.loads(identity.read_text())
+            if recorded.get("run_id") != self.plan.run_id:
+                raise ConfigError(f"{self.run_dir} belongs to run {recorded.get('run_id')}, not to this grid "
+                                  f"point ({self.plan.run_id}); refusing to train on top of it")
+        elif self.env.is_main:
+            write_json_atomic(identity, {"run_id": self.plan.run_id, "trajectory_id": self.plan.trajectory_id,
+                                         "config_hash": self.plan.config_hash,
+                                         "config": OmegaConf.to_container(self.cfg, resolve=True)})
+
+    def run(self) -> list[dict]:
+        plan, env = self.plan, self.env
+        existing = read_rows(self.sweep_dir, run_id=plan.run_id)
+        if existing:
+            if env.is_main:
+                print(f"[{plan.run_id}] already recorded ({len(existing)} rows); nothing to do", flush=True)
+            return existing
+        started = time.time()
+        self._check_run_dir()
+        env.barrier()
+        seed = self.seed_checkpoint()
+        model, optimizer = _build(plan, env)
+        final, progress = self.run_dir / "final", self.run_dir / PROGRESS
+        total = plan.seed_steps + plan.expert_steps
+        label = f"expert {plan.spec.name} D={plan.pretrain_tokens:,} D'={plan.special_tokens:,} {plan.expert_domain}"
+        if ckpt.is_complete(final):
+            ckpt.load(final, model, None)
+            step = total
+        elif ckpt.is_complete(progress):
+            step = int(ckpt.load(progress, model, optimizer)["step"])
+            _reapply_hparams(plan, optimizer)
+            if env.is_main:
+                print(f"[{label}] resuming at step {step}/{total} from {progress}", flush=True)
+        elif seed is not None:
+            # wsd continues the seed's optimizer; the independent-cosine expert re-warms a fresh one.
+            ckpt.load(seed, model, optimizer if plan.schedule.name == "wsd" else None)
+            _reapply_hparams(plan, optimizer)
+            step = plan.seed_steps
+        else:
+            step = 0
+        trainer = Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, env,
+                          float(self.cfg.train.grad_clip), self.stop)
+        logger = self._logger(f"expert-{plan.run_id}", label, "expert", {"run_id": plan.run_id})
+        try:
+            if step < total:
+                path = ExpertPath(plan.seed_steps, plan.expert_steps, plan.expert_domain, plan.seed_offsets)
+
+                def save(at: int) -> None:
+                    ckpt.save(progress, model, optimizer, {"step": at, "run_id": plan.run_id}, env, tag=plan.run_id)
+
+                trainer.train(path, step, total, label, checkpoint=save,
+                              checkpoint_every=int(self.cfg.train.checkpoint_every_steps), log=logger.log,
+                              progress_every_s=float(self.cfg.train.progress_every_s))
+                self.tokens_trained += trainer.tokens_trained
+                ckpt.save(final, model, None, {"step": total, "run_id": plan.run_id}, env, tag=plan.run_id)
+            rows = self.evaluate(trainer, time.time() - started)
+            logger.summary({f"eval/{r['eval_domain']}/loss": r["eval_loss"] for r in rows}
+                           | {f"eval/{r['eval_domain']}/recall": r["recall_accuracy"] for r in rows
+                              if r["recall_accuracy"] is not None})
+        except TrainingDiverged as err:
+            logger.finish(exit_code=1)
+            self._mark("failed", str(err))
+            raise
+        except Preempted:
+            logger.finish(exit_code=1)
+            self._mark("preempted", "")
+            raise
+        logger.finish()
+        if env.is_main:
+            append_rows(self.sweep_dir, rows)
+            self._mark("done", "")
+            import shutil
+            shutil.rmtree(progress, ignore_errors=True)
+        env.barrier()
+        return rows
+
+    def _mark(self, status: str, message: str) -> None:
+        if self.env.is_main:
+            write_json_atomic(self.run_dir / "status.json", {"status": status, "message": message,
+                                                             "time": time.time()})
+
+    def evaluate(self, trainer: Trainer, wall_s: float) -> list[dict]:
+        plan, source = self.plan, self.plan.source
+        batch_rows = int(self.cfg.train.eval_batch)
+        rows = []
+        targets = [(d, source.heldout(k)) for k, d in enumerate(source.domains)]
+        targets.append((MIXTURE, source.heldout_mixture()))
+        tokens = plan.pretrain_tokens + plan.special_tokens
+        for domain, heldout in targets:
+            loss, n_tokens = trainer.evaluate(heldout, batch_rows)
+            recall = None
+            if domain != MIXTURE and hasattr(source, "recall_items"):
+                facts, mask = source.recall_items(source.domain_index(domain))
+                recall = trainer.recall(facts, mask, batch_rows=max(batch_rows, 64))
+            rows.append({
+                "sweep": str(self.cfg.sweep_name), "run_id": plan.run_id, "model": plan.spec.name,
+                "n_params": plan.n_params, "n_params_total": plan.n_params_total,
+                "pretrain_tokens": plan.pretrain_tokens, "special_tokens": plan.special_tokens,
+                "expert_domain": plan.expert_domain, "eval_domain": domain,
+                "mixture_weight": plan.mixture_weight(domain), "eval_loss": loss, "eval_tokens": n_tokens,
+                "recall_accuracy": recall, "flops": 6 * plan.n_params * tokens,
+                "flops_total_params": 6 * plan.n_params_total * tokens, "schedule": plan.schedule.name,
+                "seed": plan.seed, "config_hash": plan.config_hash, "seed_id": plan.trajectory_id,
+                "git_sha": git_sha(), "wall_s": round(wall_s, 3), "tokens_trained": self.tokens_trained,
+                "epochs_max": round(plan.epochs_max, 4), "batch_tokens": plan.batch.tokens_per_step,
+                "status": "ok",
+            })
+        for r in rows:
+            for k in ("eval_loss",):
+                if r[k] != r[k]:
+                    raise TrainingDiverged(f"eval loss on {r['eval_domain']} is NaN")
+        return rows
+
+
+def run_job(cfg: DictConfig) -> list[dict]:
+    threads = cfg.train.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return Job(cfg).run()

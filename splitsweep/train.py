@@ -1,0 +1,223 @@
+"""The training loop: read a batch for the step, forward, backward, step; checkpoint and log on the way.
+
+A segment trains steps [first_step, last_step) of one expert path (seed steps, then expert steps). The
+batch, the learning rate and hence the whole trajectory are functions of the step alone, so stopping and
+resuming from a checkpoint gives the same model as not stopping.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import MIXTURE, TokenSource
+from .distributed import DistEnv
+from .schedule import Schedule
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class Preempted(RuntimeError):
+    """Raised after a checkpoint was saved because the job was asked to stop (SIGUSR2/SIGTERM)."""
+
+
+class StopFlag:
+    """Set by SIGUSR2/SIGTERM (preemption or walltime); checked between steps."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def install(self):
+        for sig in (signal.SIGUSR2, signal.SIGTERM):
+            try:
+                signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some launchers)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    @property
+    def set(self) -> bool:
+        return self.signum is not None
+
+
+@dataclass
+class Path:
+    """One expert path: `seed_steps` on the mixture, then `expert_steps` on `expert_stream`."""
+
+    seed_steps: int
+    expert_steps: int
+    expert_stream: str  # a domain name or MIXTURE
+    seed_offsets: np.ndarray | None = None  # sequences of each domain the seed read
+
+    def stream_at(self, step: int) -> tuple[str, int]:
+        """(stream, index of the step's batch in that stream)."""
+        if step < self.seed_steps or self.expert_stream == MIXTURE:
+            return MIXTURE, step
+        return self.expert_stream, step - self.seed_steps
+
+
+@dataclass
+class BatchSpec:
+    global_batch: int
+    micro_batch: int
+    seq_len: int
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq_len
+
+
+@dataclass
+class Progress:
+    label: str
+    total_steps: int
+    tokens_per_step: int
+    every_s: float = 10.0
+    _last: float = field(default=0.0)
+    _t0: float = field(default_factory=time.monotonic)
+    _tokens0: int = 0
+
+    def update(self, step: int, done_steps: int, loss: float, lr: float, force: bool = False):
+        now = time.monotonic()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        rate = done_steps * self.tokens_per_step / max(now - self._t0, 1e-9)
+        pct = 100.0 * (step + 1) / max(self.total_steps, 1)
+        print(f"[{self.label}] step {step + 1}/{self.total_steps} ({pct:5.1f}%) "
+              f"tokens {(step + 1) * self.tokens_per_step:,} loss {loss:.4f} lr {lr:.2e} {rate:,.0f} tok/s",
+              flush=True)
+
+
+def next_token_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    logits = model(tokens[:, :-1])
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1))
+
+
+class Trainer:
+    def __init__(self, model, optimizer, source: TokenSource, schedule: Schedule, batch: BatchSpec,
+                 env: DistEnv, grad_clip: float = 1.0, stop: StopFlag | None = None):
+        if batch.global_batch % env.world_size:
+            raise ValueError(f"train.global_batch={batch.global_batch} is not divisible by the "
+                             f"{env.world_size} ranks of this job")
+        local = batch.global_batch // env.world_size
+        if local % batch.micro_batch:
+            raise ValueError(f"train.micro_batch={batch.micro_batch} does not divide the per-rank batch {local}")
+        self.model, self.optimizer, self.source = model, optimizer, source
+        self.schedule, self.batch, self.env, self.grad_clip = schedule, batch, env, grad_clip
+        self.stop = stop or StopFlag()
+        self.tokens_trained = 0
+
+    def _local_batch(self, path: Path, step: int) -> torch.Tensor:
+        stream, index = path.stream_at(step)
+        local = self.batch.global_batch // self.env.world_size
+        start = index * self.batch.global_batch + self.env.rank * local
+        offset = path.seed_offsets if stream != MIXTURE else None
+        rows = self.source.sequences(stream, start, local, offset=offset)
+        return torch.from_numpy(rows).to(self.env.device)
+
+    def train(self, path: Path, first_step: int, last_step: int, label: str,
+              checkpoint: Callable[[int], None] | None = None, checkpoint_every: int = 0,
+              log: Callable[[int, dict], None] | None = None, progress_every_s: float = 10.0) -> int:
+        """Train steps [first_step, last_step); `checkpoint(next_step)` saves resumable state."""
+        from torchtitan.distributed.utils import clip_grad_norm_
+
+        progress = Progress(label, path.seed_steps + path.expert_steps, self.batch.tokens_per_step,
+                            every_s=progress_every_s)
+        self.model.train()
+        loss_value = float("nan")
+        for step in range(first_step, last_step):
+            lr = self.schedule.lr(step, path.seed_steps, path.expert_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            tokens = self._local_batch(path, step)
+            n_micro = tokens.size(0) // self.batch.micro_batch
+            loss_sum = torch.zeros((), device=self.env.device)
+            for micro in tokens.split(self.batch.micro_batch):
+                loss = next_token_loss(self.model, micro) / n_micro
+                loss.backward()
+                loss_sum += loss.detach()
+            grad_norm = clip_grad_norm_(list(self.model.parameters()), self.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.tokens_trained += self.batch.tokens_per_step
+            loss_value = float(self.env.all_reduce_sum(loss_sum)) / self.env.world_size
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(f"[{label}] loss is {loss_value} at step {step + 1} "
+                                       f"(lr {lr:.2e}); stopping. Lower train.lr or raise train.warmup_steps.")
+            done = step + 1 - first_step
+            if log is not None and self.env.is_main:
+                gn = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+                log(step + 1, {"train/loss": loss_value, "train/lr": lr, "train/grad_norm": float(gn),
+                               "train/tokens": (step + 1) * self.batch.tokens_per_step,
+                               "train/tokens_per_s": done * self.batch.tokens_per_step
+                               / max(time.monotonic() - progress._t0, 1e-9)})
+            if self.env.is_main:
+                progress.update(step, done, loss_value, lr, force=step + 1 == last_step)
+            stop_now = self.env.broadcast(self.stop.set)
+            if checkpoint is not None and step + 1 < last_step and (
+                    stop_now or (checkpoint_every and (step + 1) % checkpoint_every == 0)):
+                checkpoint(step + 1)
+            if stop_now:
+                raise Preempted(f"[{label}] stopped by signal {self.stop.signum} after step {step + 1}; "
+                                f"checkpoint saved")
+        return last_step
+
+    @torch.no_grad()
+    def evaluate(self, rows: np.ndarray, batch_rows: int = 16) -> tuple[float, int]:
+        """Mean next-token cross-entropy (nats) over `rows`, split across ranks; (loss, tokens)."""
+        total, count = self._sharded_map(rows, batch_rows, self._sum_ce)
+        return total / max(count, 1), int(count)
+
+    @torch.no_grad()
+    def recall(self, rows: np.ndarray, mask: np.ndarray, batch_rows: int = 64) -> float:
+        """Share of rows whose masked targets are all the argmax (exact-match greedy recall)."""
+        def correct(tokens, weight, row_mask):
+            logits = self.model(tokens[:, :-1])
+            hit = (logits.argmax(-1) == tokens[:, 1:]) | ~row_mask
+            return (hit.all(-1).float() * weight).sum(), weight.sum()
+
+        hits, count = self._sharded_map(rows, batch_rows, correct, extra=mask)
+        return hits / max(count, 1)
+
+    def _sum_ce(self, tokens, weight, _mask=None):
+        logits = self.model(tokens[:, :-1])
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1),
+                             reduction="none").view(tokens.size(0), -1)
+        return (ce.sum(-1) * weight).sum(), (weight * ce.size(1)).sum()
+
+    def _sharded_map(self, rows, batch_rows, fn, extra=None):
+        """Run `fn` over rows split across ranks; every rank makes the same number of forward calls
+        (FSDP needs it), padding with zero-weight copies of row 0."""
+        self.model.eval()
+        w, r = self.env.world_size, self.env.rank
+        chunk = batch_rows * w
+        acc = torch.zeros(2, dtype=torch.float64, device=self.env.device)
+        for start in range(0, len(rows), chunk):
+            idx = np.arange(start + r * batch_rows, min(start + (r + 1) * batch_rows, len(rows)))
+            weight = np.ones(len(idx))
+            if len(idx) == 0:
+                idx, weight = np.array([0]), np.zeros(1)
+            tokens = torch.from_numpy(np.asarray(rows[idx])).to(self.env.device)
+            weight_t = torch.from_numpy(weight).to(self.env.device)
+            args = (tokens, weight_t)
+            if extra is not None:
+                args = args + (torch.from_numpy(np.asarray(extra[idx])).to(self.env.device),)
+            a, b = fn(*args)
+            acc[0] += a.double()
+            acc[1] += b.double()
+        self.env.all_reduce_sum(acc)
+        self.model.train()
+        return float(acc[0]), float(acc[1])
