@@ -1,0 +1,301 @@
+"""pytest plugin: a real single-node SLURM cluster for the tests (see tests/slurm/README.md).
+
+Load it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.slurm_cluster"]``; then any test can ask
+for the session-scoped ``slurm_cluster`` fixture and should be marked ``@pytest.mark.slurm``.
+
+The fixture runs ``tests/slurm/start.sh`` (which installs the Debian packages when they are missing, and
+reuses a cluster that already runs healthy), exports ``SLURM_CONF`` into ``os.environ`` for the session (so
+submitit's and Hydra's ``sbatch``/``sacct`` calls find the cluster), and yields a :class:`SlurmCluster`. At
+the end of the session it stops the daemons by PID (``tests/slurm/stop.sh``) only if this session started
+them, and only when no other pytest session on the machine is still using the same cluster.
+
+Environment:
+  SPLITSWEEP_SLURM=0        skip every ``slurm`` test without trying to start anything
+  SPLITSWEEP_SLURM_KEEP=1   leave the cluster running at the end (fast reruns while developing)
+  SPLITSWEEP_SLURM_DIR, SPLITSWEEP_SLURM_PARTITION, SPLITSWEEP_SLURM_CPUS, ...: passed to start.sh
+When the cluster cannot be started here (not root, not Linux, no apt-get) the ``slurm`` tests are skipped
+with the reason, except under ``CI=true`` (or ``SPLITSWEEP_SLURM=1``), where that is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+import typing as tp
+from pathlib import Path
+
+import pytest
+
+SLURM_DIR = Path(__file__).resolve().parent / "slurm"
+START_TIMEOUT_S = 900  # a cold install on a slow mirror; a warm start takes seconds
+
+
+@dataclasses.dataclass
+class SlurmCluster:
+    """A running single-node cluster, as described by ``$state_dir/cluster.json``."""
+
+    state_dir: Path
+    partition: str
+    cpus: int  # CPUs of the (single) node
+    mem_mb: int  # RealMemory of the node
+    def_mem_per_cpu_mb: int  # what a job gets per CPU when it does not ask for memory
+    cluster_name: str
+    node: str
+    env: dict[str, str]  # client environment: SLURM_CONF (already exported into os.environ by the fixture)
+    slurm_version: str
+    started: bool  # True if this session started the daemons (and will stop them)
+    install_s: float
+    start_s: float
+
+    @property
+    def mem_gb(self) -> float:
+        return self.mem_mb / 1024
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+    @classmethod
+    def from_state_dir(cls, state_dir: Path, started: bool) -> "SlurmCluster":
+        info = json.loads((state_dir / "cluster.json").read_text())
+        return cls(
+            state_dir=state_dir,
+            partition=info["partition"],
+            cpus=int(info["cpus"]),
+            mem_mb=int(info["mem_mb"]),
+            def_mem_per_cpu_mb=int(info["def_mem_per_cpu_mb"]),
+            cluster_name=info["cluster_name"],
+            node=info["node"],
+            env=dict(info["env"]),
+            slurm_version=info["slurm_version"],
+            started=started,
+            install_s=info["install_ms"] / 1000 if started else 0.0,
+            start_s=info["start_ms"] / 1000 if started else 0.0,
+        )
+
+    # ---------------------------------------------------------------- helpers for tests
+    def run(self, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a SLURM client command (``squeue``, ``sacct``, ``scancel``, ``scontrol``...) on this cluster."""
+        return subprocess.run(
+            list(cmd), env={**os.environ, **self.env}, check=check, timeout=timeout, capture_output=True, text=True
+        )
+
+    def executor(self, folder: tp.Union[str, Path], **slurm_params: tp.Any):
+        """A submitit ``AutoExecutor`` forced onto this cluster (never the local fallback).
+
+        Defaults: this partition, 1 task, 1 CPU, 1 GB, 10 min; ``slurm_params`` are passed to
+        ``update_parameters`` (generic names like ``timeout_min`` or ``slurm_*`` ones) and override them.
+        ``slurm_max_num_timeout`` (requeues allowed after preemption/timeout) goes to the constructor.
+        """
+        import submitit
+
+        ctor = {k: slurm_params.pop(k) for k in ("slurm_max_num_timeout", "slurm_python") if k in slurm_params}
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", **ctor)
+        params: dict[str, tp.Any] = dict(
+            slurm_partition=self.partition, nodes=1, tasks_per_node=1, cpus_per_task=1, mem_gb=1, timeout_min=10
+        )
+        params.update(slurm_params)
+        ex.update_parameters(**params)
+        return ex
+
+    def hydra_launcher_overrides(self, submitit_folder: tp.Union[str, Path, None] = None) -> list[str]:
+        """Command-line overrides that point hydra-submitit-launcher's ``submitit_slurm`` at this cluster."""
+        out = [
+            "hydra/launcher=submitit_slurm",
+            f"hydra.launcher.partition={self.partition}",
+            "hydra.launcher.nodes=1",
+            "hydra.launcher.mem_gb=1",
+            "hydra.launcher.cpus_per_task=1",
+        ]
+        if submitit_folder is not None:
+            out.append(f"hydra.launcher.submitit_folder={submitit_folder}")
+        return out
+
+    def job_ids(self, states: str = "PD,R,CG,S,RQ") -> list[str]:
+        """Ids of the jobs in the queue in the given states (all users)."""
+        out = self.run("squeue", "-h", "-t", states, "-o", "%i", check=False).stdout
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+    def sacct_state(self, job_id: tp.Union[str, int]) -> str:
+        """The accounting state of a job (``COMPLETED``, ``CANCELLED by 0``, ``FAILED``...), '' if unknown."""
+        out = self.run("sacct", "-X", "-n", "-P", "-j", str(job_id), "-o", "State", check=False).stdout
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def wait_for_state(self, job_id: tp.Union[str, int], prefixes: tp.Iterable[str], timeout: float = 60) -> str:
+        """Poll ``squeue``/``sacct`` until the job's state starts with one of ``prefixes``; returns the state."""
+        prefixes = tuple(prefixes)
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            out = self.run("squeue", "-h", "-j", str(job_id), "-o", "%T", check=False).stdout.strip()
+            state = out or self.sacct_state(job_id)
+            if state.startswith(prefixes):
+                return state
+            time.sleep(0.5)
+        raise TimeoutError(f"job {job_id} still {state!r} after {timeout}s, wanted {prefixes}")
+
+    def logs_tail(self, lines: int = 30) -> str:
+        """Tails of the daemons' logs, for failure messages."""
+        parts = []
+        for name in ("slurmctld.log", "slurmd.log", "slurmdbd.log"):
+            path = self.log_dir / name
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"---- {path}\n" + "\n".join(text))
+        return "\n".join(parts)
+
+
+# -------------------------------------------------------------------- pytest plugin hooks and fixture
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slurm: runs jobs on the real local SLURM cluster (tests/slurm); deselect with -m 'not slurm'"
+    )
+
+
+_SUMMARY: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    for line in _SUMMARY:
+        terminalreporter.write_line(line)
+
+
+def _truthy(value: tp.Optional[str]) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _required() -> bool:
+    """In CI (or when asked) a cluster that cannot start is an error, not a skip."""
+    return _truthy(os.environ.get("CI")) or _truthy(os.environ.get("SPLITSWEEP_SLURM"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not a user
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class _Sessions:
+    """Which pytest processes use the cluster, so that the last one out stops what a session started.
+
+    ``$state_dir/sessions/<pid>`` marks a user; ``sessions/stop-when-idle`` means "a session that started
+    the daemons has ended while others still used them: the last user stops them". All under a flock.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "sessions"
+        self.lock = state_dir / "sessions.lock"
+        self.me = self.dir / str(os.getpid())
+        self.stop_flag = self.dir / "stop-when-idle"
+
+    def others(self) -> list[int]:
+        pids = [int(p.name) for p in self.dir.glob("[0-9]*")] if self.dir.exists() else []
+        return [p for p in pids if p != os.getpid() and _alive(p)]
+
+    def join(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.me.touch()
+        self.stop_flag.unlink(missing_ok=True)  # someone uses it again: whoever started it still owns it
+
+
+def _run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SLURM_DIR / name), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> tp.Iterator[SlurmCluster]:
+    """Session-wide real SLURM cluster; see the module docstring."""
+    if os.environ.get("SPLITSWEEP_SLURM", "").strip().lower() in ("0", "false", "no", "off"):
+        pytest.skip("SLURM tests disabled by SPLITSWEEP_SLURM=0")
+    state_dir = Path(os.environ.get("SPLITSWEEP_SLURM_DIR", "/tmp/splitsweep-slurm"))
+    sessions = _Sessions(state_dir)
+
+    started = False
+    if os.geteuid() != 0:
+        # Not root (a laptop): use a cluster started with `sudo tests/slurm/start.sh`, never start or stop one.
+        ping = subprocess.run(
+            ["scontrol", "ping"], env={**os.environ, "SLURM_CONF": str(state_dir / "etc/slurm.conf")},
+            capture_output=True, text=True,
+        ) if (state_dir / "cluster.json").exists() else None
+        if ping is None or "UP" not in ping.stdout:
+            msg = f"no SLURM cluster runs in {state_dir}; start one with: sudo {SLURM_DIR}/start.sh"
+            if _required():
+                pytest.fail(msg)
+            pytest.skip(msg)
+    else:
+        with _locked(sessions.lock):
+            t0 = time.monotonic()
+            try:
+                proc = _run_script("start.sh", timeout=START_TIMEOUT_S)
+            except subprocess.TimeoutExpired as e:
+                pytest.fail(f"tests/slurm/start.sh did not finish in {START_TIMEOUT_S}s:\n{e.stdout}\n{e.stderr}")
+            report = f"tests/slurm/start.sh exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            if proc.returncode == 2 and not _required():
+                pytest.skip(f"no SLURM cluster here: {proc.stderr.strip()}")
+            if proc.returncode != 0:
+                pytest.fail(report)
+            started = proc.stdout.rstrip().endswith("SPLITSWEEP_SLURM_STARTED=1")
+            sessions.join()
+        _SUMMARY.append(
+            f"slurm_cluster: {'started' if started else 'reused'} the cluster in {state_dir} in "
+            f"{time.monotonic() - t0:.1f}s ({proc.stdout.strip().splitlines()[-2] if started else 'already running'})"
+        )
+
+    cluster = SlurmCluster.from_state_dir(state_dir, started=started)
+    saved = {k: os.environ.get(k) for k in cluster.env}
+    os.environ.update(cluster.env)
+    try:
+        yield cluster
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if os.geteuid() == 0:
+            _leave(sessions, started)
+
+
+def _leave(sessions: _Sessions, started: bool) -> None:
+    keep = _truthy(os.environ.get("SPLITSWEEP_SLURM_KEEP"))
+    with _locked(sessions.lock):
+        sessions.me.unlink(missing_ok=True)
+        must_stop = started or sessions.stop_flag.exists()
+        if not must_stop or keep:
+            return
+        if sessions.others():  # still in use by another pytest session: the last one out stops it
+            sessions.stop_flag.touch()
+            return
+        sessions.stop_flag.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        proc = _run_script("stop.sh", timeout=120)
+        _SUMMARY.append(f"slurm_cluster: stopped the cluster in {time.monotonic() - t0:.1f}s")
+        if proc.returncode != 0:
+            sys.stderr.write(f"[slurm_cluster] tests/slurm/stop.sh failed:\n{proc.stdout}\n{proc.stderr}\n")
