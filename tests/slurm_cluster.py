@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 SLURM_DIR = Path(__file__).resolve().parent / "slurm"
+REPO_ROOT = SLURM_DIR.parents[1]
 START_TIMEOUT_S = 900  # a cold install on a slow mirror; a warm start takes seconds
 
 
@@ -89,7 +90,9 @@ class SlurmCluster:
     def executor(self, folder: tp.Union[str, Path], **slurm_params: tp.Any):
         """A submitit ``AutoExecutor`` forced onto this cluster (never the local fallback).
 
-        Defaults: this partition, 1 task, 1 CPU, 1 GB, 10 min; ``slurm_params`` are passed to
+        Defaults: this partition, 1 task, 1 CPU, 1 GB, 10 min, and a setup line that puts the repository
+        root on the job's PYTHONPATH (so ``splitsweep`` imports whatever directory pytest was started
+        from); ``slurm_params`` are passed to
         ``update_parameters`` (generic names like ``timeout_min`` or ``slurm_*`` ones) and override them.
         ``slurm_max_num_timeout`` (requeues allowed after preemption/timeout) goes to the constructor.
         """
@@ -98,7 +101,8 @@ class SlurmCluster:
         ctor = {k: slurm_params.pop(k) for k in ("slurm_max_num_timeout", "slurm_python") if k in slurm_params}
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm", **ctor)
         params: dict[str, tp.Any] = dict(
-            slurm_partition=self.partition, nodes=1, tasks_per_node=1, cpus_per_task=1, mem_gb=1, timeout_min=10
+            slurm_partition=self.partition, nodes=1, tasks_per_node=1, cpus_per_task=1, mem_gb=1, timeout_min=10,
+            slurm_setup=[f'export PYTHONPATH="{REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"'],
         )
         params.update(slurm_params)
         ex.update_parameters(**params)

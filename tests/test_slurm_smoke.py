@@ -47,6 +47,7 @@ def _whoami(x: int, y: int) -> dict:
         "job_id": os.environ.get("SLURM_JOB_ID"),
         "partition": os.environ.get("SLURM_JOB_PARTITION"),
         "ntasks": os.environ.get("SLURM_NTASKS"),
+        "repo_on_path": any(os.path.isdir(os.path.join(p, "splitsweep")) for p in sys.path if p),
     }
 
 
@@ -57,7 +58,8 @@ def test_submitit_function_round_trip(slurm_cluster, submitted, tmp_path):
     submitted.append(job)
     assert isinstance(job, submitit.SlurmJob)
     out = job.result()  # waits; raises with the job's stderr if it failed
-    assert out == {"sum": 5, "job_id": job.job_id, "partition": slurm_cluster.partition, "ntasks": "1"}
+    assert out == {"sum": 5, "job_id": job.job_id, "partition": slurm_cluster.partition, "ntasks": "1",
+                   "repo_on_path": True}
     # the result file exists before the job ends in accounting; then submitit's view (sacct) must agree
     assert slurm_cluster.wait_for_state(job.job_id, ["COMPLETED", "FAILED", "CANCELLED"], timeout=30) == "COMPLETED"
     deadline = time.monotonic() + 30
