@@ -1,4 +1,5 @@
 """The fitter recovers known parameters and optimal splits, and follows Hoffmann/Epoch on their data."""
+import sys
 import copy
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import _analysis_path  # noqa: F401
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))  # repo root
 from analysis.fit import DELTA, Layout, Problem, fit_law, huber, lmfit_polish
 from analysis.inputs import LawInputs
 from analysis.io import domain_weights, load_results, select_rows

@@ -1,11 +1,12 @@
 """Bad input gets a clear error; valid minimal inputs are accepted."""
+import sys
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import _analysis_path  # noqa: F401
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))  # repo root
 from analysis.errors import AnalysisError
 from analysis.fit import fit_law
 from analysis.io import load_results, select_rows

@@ -1,7 +1,8 @@
 """Held-out validation picks the law that generated the data."""
+import sys
 import pytest
 
-import _analysis_path  # noqa: F401
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))  # repo root
 from analysis.io import load_results, select_rows
 from analysis.laws import LAWS
 from analysis.pipeline import analyze
