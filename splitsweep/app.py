@@ -5,9 +5,21 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .plan import ConfigError
+from .store import signature
+
+
+def job_dirname(overrides: str) -> str:
+    """A grid point's directory name: its overrides, readable, deterministic, short enough for a filesystem."""
+    name = overrides.replace("/", "_") or "defaults"
+    if len(name) <= 120:
+        return name
+    return f"{name[:90]}...{signature({'overrides': overrides}, 12)}"
+
+
+OmegaConf.register_new_resolver("ss_dirname", job_dirname, replace=True)
 
 
 def task(cfg: DictConfig):

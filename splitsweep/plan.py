@@ -92,25 +92,25 @@ class Plan:
 
 
 def split_tokens(split, tokens_per_step: int) -> tuple[int, int]:
-    """(D, D') in steps, from either pretrain_tokens + special_tokens or budget_tokens + pretrain_fraction."""
-    explicit = split.get("pretrain_tokens") is not None or split.get("special_tokens") is not None
-    by_fraction = split.get("budget_tokens") is not None or split.get("pretrain_fraction") is not None
-    if explicit and by_fraction:
-        raise ConfigError("give either split.pretrain_tokens and split.special_tokens, or split.budget_tokens "
-                          "and split.pretrain_fraction, not both")
-    if by_fraction:
-        fraction = split.get("pretrain_fraction")
-        if fraction is None or split.get("budget_tokens") is None:
-            raise ConfigError("split.pretrain_fraction needs split.budget_tokens (and the other way round)")
-        if not 0.0 <= float(fraction) <= 1.0:
+    """(D, D') in steps: from split.pretrain_fraction of split.budget_tokens when a fraction is set,
+    else from split.pretrain_tokens and split.special_tokens (budget_tokens only pairs with a fraction)."""
+    fraction = split.get("pretrain_fraction")
+    if fraction is not None:
+        if split.get("pretrain_tokens") is not None or split.get("special_tokens") is not None:
+            raise ConfigError("give either split.pretrain_fraction (with split.budget_tokens), or "
+                              "split.pretrain_tokens and split.special_tokens, not both")
+        if split.get("budget_tokens") is None:
+            raise ConfigError("split.pretrain_fraction needs split.budget_tokens (T = D + D')")
+        if isinstance(fraction, str) or not 0.0 <= float(fraction) <= 1.0:
             raise ConfigError(f"split.pretrain_fraction={fraction} is outside [0, 1]")
         budget_steps = _whole_steps("split.budget_tokens", split.budget_tokens, tokens_per_step)
         seed_steps = float(fraction) * budget_steps
         if abs(seed_steps - round(seed_steps)) > 1e-6:
+            low = int(seed_steps)
             raise ConfigError(
                 f"split.pretrain_fraction={fraction} of split.budget_tokens={int(split.budget_tokens):,} is "
                 f"{seed_steps:.2f} batches of {tokens_per_step:,} tokens, not a whole number; nearest valid "
-                f"fractions: {int(seed_steps) / budget_steps:g} or {(int(seed_steps) + 1) / budget_steps:g}")
+                f"fractions: {low / budget_steps:g} or {(low + 1) / budget_steps:g}")
         seed_steps = int(round(seed_steps))
         return seed_steps, budget_steps - seed_steps
     if split.get("pretrain_tokens") is None or split.get("special_tokens") is None:
