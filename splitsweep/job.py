@@ -177,7 +177,11 @@ class Job:
         started = time.time()
         self._check_run_dir()
         env.barrier()
-        seed = self.seed_checkpoint()
+        try:
+            seed = self.seed_checkpoint()
+        except TrainingDiverged as err:
+            self._mark("failed", str(err))
+            raise
         model, optimizer = _build(plan, env)
         final, progress = self.run_dir / "final", self.run_dir / PROGRESS
         total = plan.seed_steps + plan.expert_steps
