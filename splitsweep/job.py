@@ -26,7 +26,7 @@ from .plan import ConfigError, Plan, git_sha, make_plan
 from .records import append_rows, read_rows
 from .store import FileLock, write_json_atomic
 from .train import Path as ExpertPath
-from .train import Preempted, StopFlag, Trainer, TrainingDiverged
+from .train import Preempted, StopFlag, Trainer, TrainingDiverged, check_world
 
 SEED_PREFIX = "tokens_"
 PROGRESS = "progress"
@@ -65,6 +65,10 @@ class Job:
         self.cfg = cfg
         self.plan = make_plan(cfg)  # raises ConfigError before any compute
         self.env = env or init_distributed(str(cfg.train.get("device", "auto")))
+        try:
+            check_world(self.plan.batch, self.env.world_size)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         self.sweep_dir = Path(cfg.paths.sweep_dir)
         self.trajectory_dir = Path(cfg.paths.store) / "seeds" / self.plan.trajectory_id
         self.run_dir = self.sweep_dir / "runs" / self.plan.run_id

@@ -123,8 +123,9 @@ def split_tokens(split, tokens_per_step: int) -> tuple[int, int]:
 def make_plan(cfg: DictConfig) -> Plan:
     t = cfg.train
     spec = ModelSpec.from_config(cfg.model)
-    batch = BatchSpec(int(t.global_batch), int(t.get("micro_batch") or t.global_batch), int(t.seq_len))
-    if batch.global_batch <= 0 or batch.seq_len <= 0 or batch.micro_batch <= 0:
+    micro = t.get("micro_batch")
+    batch = BatchSpec(int(t.global_batch), int(micro) if micro else None, int(t.seq_len))
+    if batch.global_batch <= 0 or batch.seq_len <= 0 or (batch.micro_batch or 1) <= 0:
         raise ConfigError(f"train.global_batch, train.micro_batch and train.seq_len must be positive, got "
                           f"{batch.global_batch}, {batch.micro_batch}, {batch.seq_len}")
     schedule = Schedule(str(t.schedule), float(t.lr), int(t.warmup_steps), float(t.min_lr_factor),

@@ -71,7 +71,7 @@ class Path:
 @dataclass
 class BatchSpec:
     global_batch: int
-    micro_batch: int
+    micro_batch: int | None  # per-rank micro batch for gradient accumulation; None: the whole local batch
     seq_len: int
 
     @property
@@ -106,15 +106,23 @@ def next_token_loss(model, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1))
 
 
+def check_world(batch: BatchSpec, world_size: int) -> int:
+    """The micro batch for this many ranks; raises ValueError naming the setting that does not fit."""
+    if batch.global_batch % world_size:
+        raise ValueError(f"train.global_batch={batch.global_batch} is not divisible by the "
+                         f"{world_size} ranks of this job")
+    local = batch.global_batch // world_size
+    micro = batch.micro_batch or local
+    if local % micro:
+        raise ValueError(f"train.micro_batch={micro} does not divide the per-rank batch {local} "
+                         f"(global_batch {batch.global_batch} / {world_size} ranks)")
+    return micro
+
+
 class Trainer:
     def __init__(self, model, optimizer, source: TokenSource, schedule: Schedule, batch: BatchSpec,
                  env: DistEnv, grad_clip: float = 1.0, stop: StopFlag | None = None):
-        if batch.global_batch % env.world_size:
-            raise ValueError(f"train.global_batch={batch.global_batch} is not divisible by the "
-                             f"{env.world_size} ranks of this job")
-        local = batch.global_batch // env.world_size
-        if local % batch.micro_batch:
-            raise ValueError(f"train.micro_batch={batch.micro_batch} does not divide the per-rank batch {local}")
+        self.micro_batch = check_world(batch, env.world_size)
         self.model, self.optimizer, self.source = model, optimizer, source
         self.schedule, self.batch, self.env, self.grad_clip = schedule, batch, env, grad_clip
         self.stop = stop or StopFlag()
@@ -143,9 +151,9 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             tokens = self._local_batch(path, step)
-            n_micro = tokens.size(0) // self.batch.micro_batch
+            n_micro = tokens.size(0) // self.micro_batch
             loss_sum = torch.zeros((), device=self.env.device)
-            for micro in tokens.split(self.batch.micro_batch):
+            for micro in tokens.split(self.micro_batch):
                 loss = next_token_loss(self.model, micro) / n_micro
                 loss.backward()
                 loss_sum += loss.detach()
