@@ -14,7 +14,11 @@ def build_source(data_cfg, seq_len: int, seed: int) -> TokenSource:
         from .phonebook import Phonebook
 
         return Phonebook.from_config(data_cfg, seq_len=seq_len, seed=seed)
-    raise ValueError(f"data.kind={kind!r} is unknown; known kinds: phonebook")
+    if kind == "hf":
+        from .hf import HFSource
+
+        return HFSource.from_config(data_cfg, seq_len=seq_len, seed=seed)
+    raise ValueError(f"data.kind={kind!r} is unknown; known kinds: phonebook, hf")
 
 
 __all__ = ["MIXTURE", "MixtureSchedule", "TokenSource", "build_source"]

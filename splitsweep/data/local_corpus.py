@@ -1,0 +1,142 @@
+"""A small multi-domain text corpus built from files already on a Debian machine, for offline tests and
+CPU sweeps: `python -m splitsweep.data.local_corpus OUT_DIR [--mb-per-domain 2]`.
+
+Domains (each document is a file, or a paragraph-aligned chunk of one):
+  licenses    /usr/share/common-licenses/* and /usr/share/doc/*/copyright
+  manpages    /usr/share/man/man1/*.gz, roff macros stripped
+  python      the running Python's standard library sources
+  changelogs  /usr/share/doc/*/changelog*.gz (Debian and upstream changelogs)
+
+Output: JSON Lines shards `corpus-XX.jsonl` of {"text": ..., "meta": {"source": <domain>, "file": <path>}},
+domains interleaved round-robin. The same files give the same bytes (sorted paths, fixed caps).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import sysconfig
+from pathlib import Path
+from typing import Iterator
+
+DOMAINS = ("licenses", "manpages", "python", "changelogs")
+
+
+def _read(path: Path) -> str:
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return ""
+    return raw.decode("utf-8", errors="replace")
+
+
+_ROFF_ESCAPE = re.compile(r"\\f[BIRP1-4]|\\f\(..|\\\(..|\\[&|^%e-]|\\s[+-]?\d")
+
+
+def _strip_roff(text: str) -> str:
+    out = []
+    for line in text.splitlines():
+        if line.startswith((".\\\"", "'\\\"", '.\\"')):
+            continue
+        if line.startswith("."):
+            parts = line.split(None, 1)
+            if parts[0] in (".SH", ".SS", ".B", ".I", ".BR", ".IR", ".RB", ".RI", ".BI", ".IB", ".TP", ".IP") \
+                    and len(parts) > 1:
+                line = parts[1].replace('"', "")
+            elif parts[0] in (".PP", ".LP", ".P", ".sp", ".br"):
+                line = ""
+            else:
+                continue
+        out.append(_ROFF_ESCAPE.sub("", line).replace("\\-", "-").replace("\\\\", "\\"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
+def _files(domain: str) -> list[Path]:
+    if domain == "licenses":
+        return sorted(Path("/usr/share/common-licenses").glob("*")) + sorted(Path("/usr/share/doc").glob("*/copyright"))
+    if domain == "manpages":
+        return sorted(Path("/usr/share/man/man1").glob("*.gz"))
+    if domain == "python":
+        return sorted(p for p in Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")
+                      if "site-packages" not in p.parts and "test" not in p.parts and "tests" not in p.parts)
+    if domain == "changelogs":
+        return sorted(Path("/usr/share/doc").glob("*/changelog*.gz"))
+    raise ValueError(f"unknown local domain {domain!r}; known: {DOMAINS}")
+
+
+def _chunks(text: str, max_doc_bytes: int) -> Iterator[str]:
+    """Paragraph-aligned pieces of at most about max_doc_bytes characters."""
+    if len(text) <= max_doc_bytes:
+        yield text
+        return
+    piece: list[str] = []
+    size = 0
+    for para in text.split("\n\n"):
+        if size and size + len(para) > max_doc_bytes:
+            yield "\n\n".join(piece)
+            piece, size = [], 0
+        piece.append(para[:max_doc_bytes])
+        size += len(para) + 2
+    if piece:
+        yield "\n\n".join(piece)
+
+
+def documents(domain: str, max_bytes: int, max_doc_bytes: int = 4000, min_doc_bytes: int = 200) -> Iterator[dict]:
+    total, seen = 0, set()
+    for path in _files(domain):
+        text = _read(path)
+        if domain == "manpages":
+            text = _strip_roff(text)
+        text = text.strip()
+        if hash(text) in seen:  # many packages ship identical copyright files
+            continue
+        seen.add(hash(text))
+        for doc in _chunks(text, max_doc_bytes):
+            if len(doc) < min_doc_bytes:
+                continue
+            yield {"text": doc, "meta": {"source": domain, "file": str(path)}}
+            total += len(doc.encode())
+            if total >= max_bytes:
+                return
+
+
+def build(out_dir: str | Path, mb_per_domain: float = 1.0, domains=DOMAINS, shards: int = 2,
+          max_doc_bytes: int = 4000) -> list[Path]:
+    """Write the corpus as `shards` JSON Lines files; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    streams = [documents(d, int(mb_per_domain * 1e6), max_doc_bytes) for d in domains]
+    rows: list[dict] = []
+    while streams:
+        alive = []
+        for s in streams:
+            row = next(s, None)
+            if row is not None:
+                rows.append(row)
+                alive.append(s)
+        streams = alive
+    paths = [out / f"corpus-{i:02d}.jsonl" for i in range(shards)]
+    handles = [open(p, "w") for p in paths]
+    try:
+        for i, row in enumerate(rows):
+            handles[i % shards].write(json.dumps(row) + "\n")
+    finally:
+        for h in handles:
+            h.close()
+    return paths
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out_dir")
+    p.add_argument("--mb-per-domain", type=float, default=1.0)
+    p.add_argument("--domains", default=",".join(DOMAINS))
+    p.add_argument("--shards", type=int, default=2)
+    a = p.parse_args(argv)
+    paths = build(a.out_dir, a.mb_per_domain, a.domains.split(","), a.shards)
+    print("\n".join(str(x) for x in paths))
+
+
+if __name__ == "__main__":
+    main()

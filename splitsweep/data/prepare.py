@@ -1,0 +1,429 @@
+"""Preparation of a real-text data set, once per data config: read it through `datasets.load_dataset`
+(a hub id, streamed or not, or local JSON Lines / Parquet / CSV / text files with globs), label every
+document with its domain (a column, or a cluster), tokenize, split held-out text by document, and pack
+fixed-length sequences into memory-mapped arrays per domain and split.
+
+Layout under `data.cache_dir` (by default `${paths.store}/data`):
+  tokenizers/<hash>/tokenizer.json        a trained byte-level BPE (hash of the sample and settings)
+  clusters/<hash>/model.pkl, summary.md   the fitted c-BTM clustering and its summary
+  <hash>/manifest.json                    token and document counts per domain and split
+  <hash>/tokenizer.json                   the tokenizer the shards were made with
+  <hash>/<d>/{train,heldout}.bin          flat token ids, documents in seeded order, EOS after each
+  <hash>/packed-L<seq_len>/<d>/{train,heldout}.npy   [n, seq_len + 1] sequences; sequence i starts at
+                                          token i * seq_len, so every token is a target exactly once
+Every directory appears by one rename after it is fully written, under a lock, so two jobs starting at
+once prepare it once, and a job never reads half-written shards.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from ..plan import ConfigError
+from ..store import FileLock, publish_dir, signature, write_json_atomic
+from . import clustering as clus
+from .tokenizer import cached_bpe, eos_id, load_tokenizer
+
+PREP_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _progress(cfg, **kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not bool(cfg.get("progress", True)), file=sys.stderr, mininterval=1.0, **kw)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _local_files(cfg) -> list:
+    """(path, size, mtime) of every local file the config names, so edited files make a new preparation."""
+    patterns = []
+    files = _plain(cfg.get("data_files"))
+    if isinstance(files, str):
+        patterns = [files]
+    elif isinstance(files, list):
+        patterns = files
+    elif isinstance(files, dict):
+        patterns = [p for v in files.values() for p in ([v] if isinstance(v, str) else v)]
+    if os.path.exists(str(cfg.path)):
+        patterns.append(os.path.join(str(cfg.path), "**") if os.path.isdir(str(cfg.path)) else str(cfg.path))
+    out = []
+    for pattern in patterns:
+        for p in sorted(glob.glob(str(pattern), recursive=True)):
+            if os.path.isfile(p):
+                st = os.stat(p)
+                out.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def source_identity(cfg) -> dict:
+    return {"path": str(cfg.path), "name": cfg.get("name"), "data_files": _plain(cfg.get("data_files")),
+            "data_dir": cfg.get("data_dir"), "split": str(cfg.get("split", "train")),
+            "revision": cfg.get("revision"), "max_documents": cfg.get("max_documents"),
+            "text_field": str(cfg.text_field), "local_files": _local_files(cfg)}
+
+
+def load(cfg):
+    """The one `datasets.load_dataset` call, for hub ids and local files alike."""
+    from datasets import load_dataset
+
+    kwargs = {"path": str(cfg.path), "name": cfg.get("name"), "data_files": _plain(cfg.get("data_files")),
+              "data_dir": cfg.get("data_dir"), "split": str(cfg.get("split", "train")),
+              "streaming": bool(cfg.get("streaming", False)), "revision": cfg.get("revision")}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if not kwargs["streaming"]:
+        kwargs["cache_dir"] = str(Path(cfg.cache_dir) / "hf_datasets")
+    try:
+        return load_dataset(**kwargs)
+    except Exception as err:  # datasets raises many types for a wrong id, config, split or file
+        raise ConfigError(f"data: could not load {kwargs['path']!r} (name={cfg.get('name')}, "
+                          f"data_files={kwargs.get('data_files')}, split={kwargs['split']}): "
+                          f"{type(err).__name__}: {err}") from err
+
+
+def _column(batch: dict, field: str, what: str) -> list:
+    if field in batch:
+        return batch[field]
+    head, *rest = field.split(".")
+    if head not in batch:
+        raise ConfigError(f"data.{what}={field!r}: no column {head!r}; this data set's columns are "
+                          f"{sorted(batch)}")
+    values = []
+    for i, v in enumerate(batch[head]):
+        for j, key in enumerate(rest):
+            if not isinstance(v, dict) or key not in v:
+                inside = sorted(v) if isinstance(v, dict) else type(v).__name__
+                raise ConfigError(f"data.{what}={field!r}: a document has no key {key!r} under "
+                                  f"{'.'.join([head] + rest[:j])!r} (it holds {inside})")
+            v = v[key]
+        values.append(v)
+    return values
+
+
+def read_batches(cfg, batch_size: int = 1000) -> Iterator[tuple[list[str], list | None]]:
+    """(texts, labels or None) in batches, checked: texts must be strings, labels present."""
+    ds = load(cfg)
+    limit = cfg.get("max_documents")
+    seen = 0
+    text_field, domain_field = str(cfg.text_field), cfg.get("domain_field")
+    for batch in ds.iter(batch_size=batch_size):
+        texts = _column(batch, text_field, "text_field")
+        if limit is not None and seen + len(texts) > int(limit):
+            keep = int(limit) - seen
+            batch = {k: v[:keep] for k, v in batch.items()}
+            texts = texts[:keep]
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ConfigError(f"data.text_field={text_field!r}: document {seen + i} holds a "
+                                  f"{type(t).__name__} ({str(t)[:60]!r}), not text")
+        labels = None
+        if domain_field:
+            labels = [None if v is None else str(v) for v in _column(batch, str(domain_field), "domain_field")]
+        seen += len(texts)
+        yield texts, labels
+        if limit is not None and seen >= int(limit):
+            return
+
+
+# ------------------------------------------------------------------------------------------ domains
+class Labeler:
+    """Domain of each document: a column's value, or its cluster ("c0".."c{K-1}")."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.field = cfg.get("domain_field")
+        self.model = None
+        self.cluster_dir = None
+        if not self.field:
+            c = cfg.clustering
+            key = signature({"source": source_identity(cfg), "clustering": _plain(c), "v": PREP_VERSION})
+
+            def sample():
+                texts = []
+                for batch, _ in read_batches(cfg):
+                    texts += [t for t in batch if t.strip()]
+                    if len(texts) >= int(c.sample_documents):
+                        break
+                if len(texts) < int(c.n_clusters):
+                    raise ConfigError(f"data.clustering: {len(texts)} non-empty documents cannot make "
+                                      f"{int(c.n_clusters)} clusters")
+                return texts[: int(c.sample_documents)]
+
+            self.model, self.cluster_dir = clus.cached_model(Path(cfg.cache_dir) / "clusters", key, sample, c)
+            self.key = key
+
+    def identity(self) -> dict:
+        return {"domain_field": self.field} if self.field else {"clusters": self.key}
+
+    def __call__(self, texts: list[str], labels: list | None) -> list:
+        if self.field:
+            return labels
+        return [f"c{int(c)}" for c in self.model.predict(texts)] if texts else []
+
+    def all_domains(self) -> list[str] | None:
+        return None if self.field else [f"c{k}" for k in range(int(self.cfg.clustering.n_clusters))]
+
+
+def kept_documents(cfg, labeler: Labeler, batch_size: int = 1000):
+    """(texts, labels) batches of the kept domains, empty documents dropped (counted in `stats`)."""
+    keep = set(_plain(cfg.get("domains")) or []) or None
+    for texts, labels in read_batches(cfg, batch_size):
+        labels = labeler(texts, labels)
+        out_t, out_l, empty = [], [], {}
+        for t, lab in zip(texts, labels):
+            if lab is None or (keep is not None and lab not in keep):
+                continue
+            if not t.strip():
+                empty[lab] = empty.get(lab, 0) + 1
+                continue
+            out_t.append(t)
+            out_l.append(lab)
+        yield out_t, out_l, empty
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+def resolve_tokenizer(cfg, labeler: Labeler) -> tuple[Path, dict, int]:
+    """(tokenizer file, its identity, the model's vocab size), checked against data.tokenizer.vocab_size."""
+    t = cfg.tokenizer
+    want = t.get("vocab_size")
+    if t.get("path"):
+        path = Path(str(t.path))
+        if not path.is_file():
+            raise ConfigError(f"data.tokenizer.path={str(path)!r} does not exist")
+        try:
+            tok = load_tokenizer(path)
+        except Exception as err:
+            raise ConfigError(f"data.tokenizer.path={str(path)!r} is not a tokenizers file: {err}") from err
+        size = tok.get_vocab_size(with_added_tokens=True)
+        if want is not None and int(want) != size:
+            raise ConfigError(f"data.tokenizer.vocab_size={int(want)} does not match the vocabulary of "
+                              f"{str(path)!r} ({size} tokens); the model's embedding is sized from it — set "
+                              f"data.tokenizer.vocab_size={size} or null")
+        try:
+            eos_id(tok)
+        except ValueError as err:
+            raise ConfigError(f"data.tokenizer.path={str(path)!r}: {err}") from err
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return path, {"file": digest}, size
+    if want is None or int(want) < 257:
+        raise ConfigError(f"data.tokenizer.vocab_size={want}: a trained byte-level BPE needs at least 257 "
+                          f"(256 bytes + <|endoftext|>)")
+    recipe = {"source": source_identity(cfg), "domains": _plain(cfg.get("domains")), "labels": labeler.identity(),
+              "sample_documents": int(t.sample_documents)}
+
+    def sample():
+        texts = []
+        for batch, _, _ in kept_documents(cfg, labeler):
+            texts += batch
+            if len(texts) >= int(t.sample_documents):
+                break
+        if not texts:
+            raise ConfigError("data: no non-empty documents to train a tokenizer on")
+        return texts[: int(t.sample_documents)]
+
+    path = cached_bpe(Path(cfg.cache_dir) / "tokenizers", recipe, sample, int(want), int(t.get("min_frequency", 2)))
+    return path, {"trained": path.parent.name}, int(want)
+
+
+# ------------------------------------------------------------------------------------------ preparation
+def prepared_key(cfg, labeler: Labeler, tok_identity: dict) -> str:
+    return signature({"v": PREP_VERSION, "source": source_identity(cfg), "labels": labeler.identity(),
+                      "domains": _plain(cfg.get("domains")), "tokenizer": tok_identity,
+                      "heldout_tokens": int(cfg.heldout_tokens), "data_seed": int(cfg.get("data_seed", 0))})
+
+
+def prepare(cfg) -> Path:
+    """The prepared directory of this data config (built now unless a job built it before)."""
+    labeler = Labeler(cfg)
+    tok_path, tok_identity, vocab_size = resolve_tokenizer(cfg, labeler)
+    key = prepared_key(cfg, labeler, tok_identity)
+    root = Path(cfg.cache_dir)
+    final = root / key
+    if (final / MANIFEST).exists():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / f".{key}.lock"):
+        if (final / MANIFEST).exists():
+            return final
+        tmp = root / f".{key}.tmp-{uuid.uuid4().hex}"
+        try:
+            _build(cfg, labeler, tok_path, vocab_size, tmp, key)
+            publish_dir(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _build(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, out: Path, key: str) -> None:
+    tok = load_tokenizer(tok_path)
+    eos = eos_id(tok)
+    dtype = np.uint16 if vocab_size <= 65536 else np.uint32
+    out.mkdir(parents=True)
+    shutil.copy(tok_path, out / "tokenizer.json")
+    raw: dict[str, dict] = {}
+    wanted = _plain(cfg.get("domains"))
+    n_docs = 0
+    bar = _progress(cfg, desc="tokenizing", unit="doc")
+    for texts, labels, empty in kept_documents(cfg, labeler, int(cfg.get("batch_documents", 1000))):
+        for lab, n in empty.items():
+            _raw_entry(raw, lab, out)["empty_documents"] += n
+        if not texts:
+            continue
+        encoded = tok.encode_batch_fast(texts) if hasattr(tok, "encode_batch_fast") else tok.encode_batch(texts)
+        for text, lab, enc in zip(texts, labels, encoded):
+            entry = _raw_entry(raw, lab, out)
+            ids = enc.ids
+            entry["lengths"].append(len(ids) + 1)
+            entry["bytes"] += len(text.encode("utf-8", errors="replace"))
+            arr = np.empty(len(ids) + 1, dtype=dtype)
+            arr[:-1] = ids
+            arr[-1] = eos
+            entry["chunks"].append(arr)
+            entry["pending"] += len(arr)
+            if entry["pending"] > 1 << 20:
+                _flush(entry)
+        n_docs += len(texts)
+        bar.update(len(texts))
+    bar.close()
+    for entry in raw.values():
+        _flush(entry)
+        entry["file"].close()
+
+    found = sorted(lab for lab, e in raw.items() if e["lengths"])
+    if not found:
+        raise ConfigError(f"data: no non-empty text in field {str(cfg.text_field)!r} of the kept documents"
+                          + (f" (data.domains={wanted})" if wanted else ""))
+    if wanted:
+        missing = [d for d in wanted if d not in found]
+        if missing:
+            where = f"column {cfg.domain_field!r}" if cfg.get("domain_field") else "the clusters"
+            raise ConfigError(f"data.domains: {missing} not found in {where}; it holds {found}"
+                              + ("" if cfg.get("domain_field") else " (clusters are named c0..c{K-1})"))
+        domains = [str(d) for d in wanted]
+    else:
+        domains = labeler.all_domains() or found
+        domains = [d for d in domains if d in found]
+
+    heldout_tokens = int(cfg.heldout_tokens)
+    seed = int(cfg.get("data_seed", 0))
+    manifest = {"key": key, "version": PREP_VERSION, "domains": domains, "vocab_size": vocab_size,
+                "tokenizer_vocab": tok.get_vocab_size(with_added_tokens=True), "eos_id": eos,
+                "dtype": np.dtype(dtype).name, "documents_read": n_docs, "heldout_tokens_target": heldout_tokens,
+                "cluster_dir": str(labeler.cluster_dir) if labeler.cluster_dir else None, "per_domain": {}}
+    bar = _progress(cfg, desc="splitting", unit="domain", total=len(domains))
+    for k, name in enumerate(domains):
+        e = raw[name]
+        lengths = np.asarray(e["lengths"], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        order = np.random.default_rng([seed, 17, k]).permutation(len(lengths))
+        cum = np.cumsum(lengths[order])
+        n_held = int(np.searchsorted(cum, heldout_tokens) + 1) if heldout_tokens > 0 else 0
+        if n_held >= len(lengths) or cum[-1] - (cum[n_held - 1] if n_held else 0) < 2:
+            raise ConfigError(
+                f"data: domain {name!r} is too small for data.heldout_tokens={heldout_tokens:,}: it has "
+                f"{int(lengths.sum()):,} tokens in {len(lengths)} documents, and holding out whole documents "
+                f"for {heldout_tokens:,} tokens leaves no training text; lower data.heldout_tokens or drop "
+                f"the domain from data.domains")
+        src = np.memmap(e["path"], dtype=dtype, mode="r")
+        d = out / f"d{k}"
+        d.mkdir()
+        counts = {}
+        for split, docs in (("heldout", order[:n_held]), ("train", order[n_held:])):
+            total = int(lengths[docs].sum())
+            dst = np.memmap(d / f"{split}.bin", dtype=dtype, mode="w+", shape=(total,))
+            pos = 0
+            for i in docs:
+                dst[pos:pos + lengths[i]] = src[starts[i]:starts[i] + lengths[i]]
+                pos += lengths[i]
+            dst.flush()
+            del dst
+            counts[split] = {"tokens": total, "documents": int(len(docs))}
+        del src
+        os.unlink(e["path"])
+        manifest["per_domain"][name] = {
+            "dir": f"d{k}", "bytes": e["bytes"], "documents": int(len(lengths)),
+            "empty_documents": e["empty_documents"], "train_tokens": counts["train"]["tokens"],
+            "train_documents": counts["train"]["documents"], "heldout_tokens": counts["heldout"]["tokens"],
+            "heldout_documents": counts["heldout"]["documents"],
+            "heldout_doc_ids": sorted(int(i) for i in order[:n_held])}
+        bar.update(1)
+    bar.close()
+    for name, e in raw.items():  # labels found but not kept (clusters/columns outside data.domains)
+        if name not in domains and os.path.exists(e["path"]):
+            os.unlink(e["path"])
+    write_json_atomic(out / MANIFEST, manifest)
+
+
+def _raw_entry(raw: dict, lab: str, out: Path) -> dict:
+    if lab not in raw:
+        path = out / f".raw-{len(raw)}.bin"
+        raw[lab] = {"path": path, "file": open(path, "wb"), "chunks": [], "pending": 0, "lengths": [],
+                    "bytes": 0, "empty_documents": 0}
+    return raw[lab]
+
+
+def _flush(entry: dict) -> None:
+    if entry["chunks"]:
+        entry["file"].write(np.concatenate(entry["chunks"]).tobytes())
+    entry["chunks"], entry["pending"] = [], 0
+
+
+def pack(prepared: Path, seq_len: int, progress: bool = True) -> Path:
+    """[n, seq_len + 1] arrays per domain and split (sequence i = tokens[i*L : i*L + L + 1])."""
+    final = prepared / f"packed-L{seq_len}"
+    if (final / MANIFEST).exists():
+        return final
+    manifest = json.loads((prepared / MANIFEST).read_text())
+    dtype = np.dtype(manifest["dtype"])
+    with FileLock(prepared / f".packed-L{seq_len}.lock"):
+        if (final / MANIFEST).exists():
+            return final
+        tmp = prepared / f".packed-L{seq_len}.tmp-{uuid.uuid4().hex}"
+        try:
+            tmp.mkdir()
+            out = {"seq_len": seq_len, "per_domain": {}}
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(v["train_tokens"] + v["heldout_tokens"] for v in manifest["per_domain"].values()),
+                       desc=f"packing L={seq_len}", unit="tok", unit_scale=True, disable=not progress,
+                       file=sys.stderr, mininterval=1.0)
+            for name, info in manifest["per_domain"].items():
+                (tmp / info["dir"]).mkdir()
+                counts = {}
+                for split in ("train", "heldout"):
+                    flat = np.memmap(prepared / info["dir"] / f"{split}.bin", dtype=dtype, mode="r")
+                    n = max(0, (len(flat) - 1) // seq_len)
+                    arr = np.lib.format.open_memmap(tmp / info["dir"] / f"{split}.npy", mode="w+", dtype=dtype,
+                                                    shape=(n, seq_len + 1))
+                    view = np.lib.stride_tricks.as_strided(flat, shape=(n, seq_len + 1),
+                                                           strides=(seq_len * dtype.itemsize, dtype.itemsize))
+                    step = max(1, (1 << 22) // (seq_len + 1))
+                    for i in range(0, n, step):
+                        arr[i:i + step] = view[i:i + step]
+                    arr.flush()
+                    del arr, view, flat
+                    counts[split] = n
+                    bar.update(n * seq_len)
+                out["per_domain"][name] = {"train_sequences": counts["train"], "heldout_sequences": counts["heldout"],
+                                           "train_target_tokens": counts["train"] * seq_len,
+                                           "heldout_target_tokens": counts["heldout"] * seq_len}
+            bar.close()
+            write_json_atomic(tmp / MANIFEST, out)
+            publish_dir(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
