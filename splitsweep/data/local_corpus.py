@@ -8,7 +8,7 @@ Domains (each document is a file, or a paragraph-aligned chunk of one):
   changelogs  /usr/share/doc/*/changelog*.gz (Debian and upstream changelogs)
 
 Output: JSON Lines shards `corpus-XX.jsonl` of {"text": ..., "meta": {"source": <domain>, "file": <path>}},
-domains interleaved round-robin. The same files give the same bytes (sorted paths, fixed caps).
+domains interleaved round-robin, the sequence cut into consecutive shards. The same files give the same bytes (sorted paths, fixed caps).
 """
 from __future__ import annotations
 
@@ -119,8 +119,8 @@ def build(out_dir: str | Path, mb_per_domain: float = 1.0, domains=DOMAINS, shar
     paths = [out / f"corpus-{i:02d}.jsonl" for i in range(shards)]
     handles = [open(p, "w") for p in paths]
     try:
-        for i, row in enumerate(rows):
-            handles[i % shards].write(json.dumps(row) + "\n")
+        for i, row in enumerate(rows):  # contiguous slices: every shard holds every domain
+            handles[i * shards // len(rows)].write(json.dumps(row) + "\n")
     finally:
         for h in handles:
             h.close()

@@ -178,11 +178,14 @@ class Labeler:
         return None if self.field else [f"c{k}" for k in range(int(self.cfg.clustering.n_clusters))]
 
 
-def kept_documents(cfg, labeler: Labeler, batch_size: int = 1000):
-    """(texts, labels) batches of the kept domains, empty documents dropped (counted in `stats`)."""
+def kept_documents(cfg, labeler: Labeler, batch_size: int = 1000, seen: set | None = None):
+    """(texts, labels, empty counts) batches of the kept domains, empty documents dropped and counted;
+    every label met, kept or not, goes into `seen`."""
     keep = set(_plain(cfg.get("domains")) or []) or None
     for texts, labels in read_batches(cfg, batch_size):
         labels = labeler(texts, labels)
+        if seen is not None:
+            seen.update(lab for lab in labels if lab is not None)
         out_t, out_l, empty = [], [], {}
         for t, lab in zip(texts, labels):
             if lab is None or (keep is not None and lab not in keep):
@@ -277,8 +280,9 @@ def _build(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, out: Path, ke
     raw: dict[str, dict] = {}
     wanted = _plain(cfg.get("domains"))
     n_docs = 0
+    seen: set = set()
     bar = _progress(cfg, desc="tokenizing", unit="doc")
-    for texts, labels, empty in kept_documents(cfg, labeler, int(cfg.get("batch_documents", 1000))):
+    for texts, labels, empty in kept_documents(cfg, labeler, int(cfg.get("batch_documents", 1000)), seen):
         for lab, n in empty.items():
             _raw_entry(raw, lab, out)["empty_documents"] += n
         if not texts:
@@ -304,14 +308,14 @@ def _build(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, out: Path, ke
         entry["file"].close()
 
     found = sorted(lab for lab, e in raw.items() if e["lengths"])
-    if not found:
+    if not found and not (wanted and set(wanted) - seen):
         raise ConfigError(f"data: no non-empty text in field {str(cfg.text_field)!r} of the kept documents"
                           + (f" (data.domains={wanted})" if wanted else ""))
     if wanted:
         missing = [d for d in wanted if d not in found]
         if missing:
             where = f"column {cfg.domain_field!r}" if cfg.get("domain_field") else "the clusters"
-            raise ConfigError(f"data.domains: {missing} not found in {where}; it holds {found}"
+            raise ConfigError(f"data.domains: {missing} not found in {where}; it holds {sorted(seen)}"
                               + ("" if cfg.get("domain_field") else " (clusters are named c0..c{K-1})"))
         domains = [str(d) for d in wanted]
     else:
