@@ -24,6 +24,7 @@ OmegaConf.register_new_resolver("ss_dirname", job_dirname, replace=True)
 
 def task(cfg: DictConfig):
     from .job import run_job
+    from .train import Preempted
 
     try:
         rows = run_job(cfg)
@@ -31,6 +32,14 @@ def task(cfg: DictConfig):
         # A configuration mistake: say what is wrong, without a traceback, before any compute.
         print(f"splitsweep: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except Preempted as err:
+        # The checkpoint is saved. Hand the signal to the handler our StopFlag replaced: inside a submitit
+        # job that is submitit's, which resubmits this grid point and requeues it (rank 0; it exits
+        # here); outside, the default action ends the process by the signal.
+        print(f"splitsweep: {err}", file=sys.stderr, flush=True)
+        if err.stop is not None:
+            err.stop.hand_over(err.signum)
+        raise SystemExit(128 + int(err.signum or 15)) from None  # the handler returned: stop anyway
     return [{"eval_domain": r["eval_domain"], "eval_loss": r["eval_loss"]} for r in rows]
 
 

@@ -228,9 +228,12 @@ class Job:
             logger.finish(exit_code=1)
             self._mark("failed", str(err))
             raise
-        except Preempted:
+        except Preempted as err:
+            # The progress checkpoint is saved: a requeued (or re-launched) job resumes from it.
             logger.finish(exit_code=1)
-            self._mark("preempted", "")
+            self._mark("preempted", str(err))
+            if err.stop is None:
+                err.stop = self.stop
             raise
         logger.finish()
         if env.is_main:

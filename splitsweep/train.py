@@ -27,25 +27,77 @@ class TrainingDiverged(RuntimeError):
 
 
 class Preempted(RuntimeError):
-    """Raised after a checkpoint was saved because the job was asked to stop (SIGUSR2/SIGTERM)."""
+    """Raised after a checkpoint was saved because the job was asked to stop (SIGUSR2/SIGTERM).
+
+    `signum` is the signal (rank 0's, on every rank) and `stop` the StopFlag that caught it: whoever
+    catches this calls `stop.hand_over(signum)` to let the previous handler act (submitit requeues).
+    """
+
+    def __init__(self, message: str = "", signum: int | None = None, stop: "StopFlag | None" = None):
+        super().__init__(message)
+        self.signum, self.stop = signum, stop
 
 
 class StopFlag:
-    """Set by SIGUSR2/SIGTERM (preemption or walltime); checked between steps."""
+    """Set by SIGUSR2/SIGTERM (preemption or walltime); checked between steps.
+
+    The handlers it replaces are kept: the training loop first saves a checkpoint and raises
+    Preempted, then `hand_over` restores them and calls the one for the signal received. Inside a
+    submitit job that is submitit's USR2 handler, which resubmits the job's callable (Hydra's submitit
+    launcher has a `checkpoint` method) and requeues it with `scontrol requeue`; outside a job the
+    default action ends the process by the same signal.
+    """
+
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
     def __init__(self):
         self.signum: int | None = None
+        self.previous: dict[int, object] = {}
 
     def install(self):
-        for sig in (signal.SIGUSR2, signal.SIGTERM):
+        for sig in self.SIGNALS:
             try:
+                previous = signal.getsignal(sig)
+                owner = getattr(previous, "__self__", None)
+                if isinstance(owner, StopFlag):  # an earlier job in this process: chain to what it replaced
+                    previous = owner.previous.get(sig, signal.SIG_DFL)
                 signal.signal(sig, self._handle)
+                self.previous[sig] = previous
             except ValueError:  # not the main thread (e.g. inside some launchers)
                 pass
         return self
 
     def _handle(self, signum, frame):
         self.signum = signum
+
+    def restore(self) -> None:
+        """Put back the handlers `install` replaced."""
+        for sig, previous in self.previous.items():
+            try:
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+            except (ValueError, TypeError):
+                pass
+        self.previous = {}
+
+    def hand_over(self, signum: int | None = None) -> None:
+        """After the checkpoint is saved: let the handler we replaced act on the signal.
+
+        submitit's handler requeues and exits (rank 0) or returns (other ranks); SIG_DFL ends the process
+        by the signal; a handler that returns (or SIG_IGN) leaves it to the caller to exit.
+        """
+        signum = signum if signum is not None else self.signum
+        previous = self.previous.get(signum, signal.SIG_DFL) if signum is not None else None
+        self.restore()
+        if signum is None or previous == signal.SIG_IGN:
+            return
+        if callable(previous):
+            previous(signum, None)
+            return
+        import os
+
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the default action is asynchronous; it ends the process during this sleep
 
     @property
     def set(self) -> bool:
@@ -174,13 +226,14 @@ class Trainer:
                                / max(time.monotonic() - progress._t0, 1e-9)})
             if self.env.is_main:
                 progress.update(step, done, loss_value, lr, force=step + 1 == last_step)
-            stop_now = self.env.broadcast(self.stop.set)
+            signum = self.env.broadcast(self.stop.signum)  # rank 0 decides, so every rank stops together
+            stop_now = signum is not None and step + 1 < last_step  # at the last step: just finish
             if checkpoint is not None and step + 1 < last_step and (
                     stop_now or (checkpoint_every and (step + 1) % checkpoint_every == 0)):
                 checkpoint(step + 1)
             if stop_now:
-                raise Preempted(f"[{label}] stopped by signal {self.stop.signum} after step {step + 1}; "
-                                f"checkpoint saved")
+                raise Preempted(f"[{label}] stopped by signal {signum} after step {step + 1}; "
+                                f"checkpoint saved", signum=signum, stop=self.stop)
         return last_step
 
     @torch.no_grad()

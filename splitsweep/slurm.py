@@ -1,0 +1,367 @@
+"""Seeds-first submitit launchers: what `hydra/launcher=submitit_slurm` and `submitit_local` run.
+
+`conf/hydra/launcher/submitit_{slurm,local}.yaml` point Hydra's submitit launcher configs at these classes.
+On top of hydra-submitit-launcher they:
+
+- **plan every grid point before submitting anything**, so a configuration mistake stops the launch with
+  a clear message instead of failing N jobs on the cluster;
+- **skip grid points already recorded** (re-running the same command re-launches only what is missing),
+  and re-attach to grid points whose job from an earlier launch still runs or waits in the queue instead
+  of submitting them twice;
+- **train seeds first**: one seed job per (trajectory, D) not yet in the store, chained along a trajectory
+  with `afterok` dependencies (a longer seed extends the shorter one), and every expert submitted with an
+  `afterok` dependency on its seed's job. So no expert holds an allocation while another job trains its
+  seed. On `submitit_local` (no scheduler) the same is done in two phases: seeds, then experts;
+- **wait for every job** and report all failures at once, with their log paths, instead of stopping at the
+  first one (`python -m splitsweep.status SWEEP_DIR` lists them again later);
+- put the repository on the jobs' `PYTHONPATH`, and write `launches.jsonl` in the sweep directory (job id,
+  run id and log folder of every grid point), which the status command reads.
+
+Preemption and walltime: Hydra's launcher object has a `checkpoint` method (resubmit the same grid point);
+submitit calls it from its USR2 handler, to which splitsweep's StopFlag hands over once the training loop
+has saved its checkpoint (see `splitsweep.train.StopFlag`). Seed jobs do the same through `SeedTask`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = "launches.jsonl"
+POLL_S = 1.0
+
+
+class SweepJobFailed(RuntimeError):
+    pass
+
+
+def _task_cfg(sweep_config: DictConfig) -> DictConfig:
+    cfg = copy.deepcopy(sweep_config)
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _log_paths(job) -> dict:
+    try:
+        return {"stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
+    except Exception:  # noqa: BLE001 (a job object without paths)
+        return {}
+
+
+@dataclass
+class Point:
+    """One grid point of the launch."""
+
+    idx: int
+    overrides: list[str]
+    dirname: str
+    run_id: str
+    trajectory_id: str
+    seed_tokens: int  # D; 0 when the point needs no seed
+    seed_ready: bool
+    done: bool
+    job: Any = None
+    seed_job: Any = None
+    attached: bool = False  # the job comes from an earlier launch (it was still queued or running)
+    failure: str = ""
+
+
+class SeedTask:
+    """A submitit callable: train (or extend) one seed trajectory up to the D of each config, in order."""
+
+    def __init__(self, launcher: "BaseSubmititLauncher", overrides: Sequence[Sequence[str]],
+                 singleton_state: dict):
+        self.launcher, self.overrides = launcher, [list(o) for o in overrides]
+        self.singleton_state = singleton_state
+
+    def __call__(self) -> list[str]:
+        import torch
+
+        from .job import Job
+        from .train import Preempted
+
+        Singleton.set_state(self.singleton_state)
+        setup_globals()
+        done = []
+        for overrides in self.overrides:
+            sweep_config = self.launcher.hydra_context.config_loader.load_sweep_config(
+                self.launcher.config, overrides)
+            HydraConfig.instance().set_config(sweep_config)
+            cfg = _task_cfg(sweep_config)
+            if cfg.train.get("threads"):
+                torch.set_num_threads(int(cfg.train.threads))
+            try:
+                done.append(str(Job(cfg).seed_checkpoint()))
+            except Preempted as err:  # same hand-over as app.task: submitit requeues this seed job
+                print(f"splitsweep: {err}", file=sys.stderr, flush=True)
+                if err.stop is not None:
+                    err.stop.hand_over(err.signum)
+                raise SystemExit(128 + int(err.signum or 15)) from None
+        return done
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+class _SeedsFirst(BaseSubmititLauncher):
+    """Shared by the SLURM and local flavours; `_EXECUTOR` picks the submitit executor."""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self._EXECUTOR == "slurm":
+            line = f'export PYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}"'
+            setup = list(self.params.get("setup") or [])
+            if line not in setup:
+                self.params["setup"] = [line, *setup]
+
+    # ------------------------------------------------------------------ executor
+    def _executor(self):
+        import submitit
+
+        params = dict(self.params)
+        init = {"folder": params.pop("submitit_folder")}
+        if "max_num_timeout" in params:
+            init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+        return executor
+
+    def _depend(self, executor, job_ids: Sequence[str], name: str) -> None:
+        """Set the dependency (and the job name) of the next submissions."""
+        base = dict(self.params.get("additional_parameters") or {})
+        if self._EXECUTOR == "slurm":
+            if job_ids:
+                base["dependency"] = "afterok:" + ":".join(job_ids)
+                base.setdefault("kill-on-invalid-dep", "yes")
+            executor.update_parameters(slurm_additional_parameters=base, name=name)
+        else:
+            executor.update_parameters(name=name)
+
+    # ------------------------------------------------------------------ planning
+    def _plan(self, idx: int, overrides: list[str]) -> Point:
+        from . import checkpoint as ckpt
+        from .job import SEED_PREFIX
+        from .plan import ConfigError, make_plan
+        from .records import read_rows
+
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        dirname = str(sweep_config.hydra.sweep.subdir)
+        cfg = _task_cfg(sweep_config)
+        try:
+            plan = make_plan(cfg)
+        except ConfigError as err:
+            print(f"splitsweep: error: grid point #{idx} ({' '.join(filter_overrides(overrides))}): {err}\n"
+                  f"splitsweep: nothing was submitted", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        seed = Path(cfg.paths.store) / "seeds" / plan.trajectory_id / f"{SEED_PREFIX}{plan.pretrain_tokens:015d}"
+        return Point(idx, overrides, dirname, plan.run_id, plan.trajectory_id,
+                     plan.pretrain_tokens if plan.seed_steps else 0,
+                     plan.seed_steps == 0 or ckpt.is_complete(seed),
+                     bool(read_rows(Path(cfg.paths.sweep_dir), run_id=plan.run_id)))
+
+    def _attach_alive(self, sweep_dir: Path, points: list[Point]) -> None:
+        """Grid points whose job from an earlier launch is still queued or running: wait for that job."""
+        if self._EXECUTOR != "slurm":
+            return
+        import submitit
+
+        from .status import latest_jobs, scheduler_states
+
+        latest = latest_jobs(sweep_dir)
+        wanted = {p.run_id: latest[p.run_id] for p in points if not p.done and p.run_id in latest}
+        if not wanted:
+            return
+        states = scheduler_states([e["job_id"] for e in wanted.values()])
+        for p in points:
+            entry = wanted.get(p.run_id)
+            state = states.get(entry["job_id"], ("", ""))[0] if entry else ""
+            if state.split()[0:1] and state.split()[0] in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING",
+                                                            "COMPLETING", "SUSPENDED", "RESIZING"):
+                p.job = submitit.SlurmJob(folder=entry["folder"], job_id=entry["job_id"])
+                p.attached = True
+                print(f"splitsweep: #{p.idx} is still {state.lower()} as job {entry['job_id']} from an earlier "
+                      f"launch; waiting for it instead of submitting it again", flush=True)
+
+    # ------------------------------------------------------------------ launch
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None and self.hydra_context is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if self._EXECUTOR == "local":  # local jobs are subprocesses of this one
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        points = [self._plan(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
+        self._attach_alive(sweep_dir, points)
+        todo = [p for p in points if not p.done and not p.attached]
+        done = [p for p in points if p.done]
+        print(f"splitsweep: {len(points)} grid points: {len(done)} already recorded, "
+              f"{sum(p.attached for p in points)} still in the queue, {len(todo)} to submit", flush=True)
+        state = Singleton.get_state()
+        executor = self._executor() if todo else None
+
+        # Seeds: per trajectory, the distinct D still missing, shortest first (a longer one extends it).
+        chains: dict[str, dict[int, list[str]]] = {}
+        for p in todo:
+            if not p.seed_ready:
+                chains.setdefault(p.trajectory_id, {}).setdefault(p.seed_tokens, p.overrides)
+        seed_jobs: dict[tuple[str, int], Any] = {}
+        seed_records = []
+        for trajectory, by_tokens in chains.items():
+            tokens = sorted(by_tokens)
+            if self._EXECUTOR == "slurm":
+                previous: list[str] = []
+                for d in tokens:
+                    self._depend(executor, previous, f"seed-{trajectory[:8]}-D{d}")
+                    job = executor.submit(SeedTask(self, [by_tokens[d]], state))
+                    seed_jobs[(trajectory, d)] = job
+                    previous = [job.job_id]
+                    seed_records.append({"trajectory_id": trajectory, "tokens": d, "job_id": job.job_id,
+                                         **_log_paths(job)})
+            else:
+                self._depend(executor, [], f"seed-{trajectory[:8]}")
+                job = executor.submit(SeedTask(self, [by_tokens[d] for d in tokens], state))
+                for d in tokens:
+                    seed_jobs[(trajectory, d)] = job
+                seed_records.append({"trajectory_id": trajectory, "tokens": tokens, "job_id": job.job_id,
+                                     **_log_paths(job)})
+            print(f"splitsweep: seed {trajectory} D={', '.join(f'{d:,}' for d in tokens)} submitted first "
+                  f"(job {', '.join(sorted({seed_jobs[(trajectory, d)].job_id for d in tokens}))})", flush=True)
+        for p in todo:
+            p.seed_job = seed_jobs.get((p.trajectory_id, p.seed_tokens))
+        if self._EXECUTOR == "local" and seed_jobs:
+            self._wait(list({id(j): j for j in seed_jobs.values()}.values()))
+            for p in todo:
+                if p.seed_job is not None and not self._succeeded(p.seed_job):
+                    p.failure = self._failure_text(p.seed_job, f"seed job {p.seed_job.job_id}")
+
+        # Experts: one array per seed job they depend on.
+        groups: dict[str, list[Point]] = {}
+        for p in todo:
+            if p.failure:
+                continue
+            key = p.seed_job.job_id if (p.seed_job is not None and self._EXECUTOR == "slurm") else ""
+            groups.setdefault(key, []).append(p)
+        for key, group in groups.items():
+            self._depend(executor, [key] if key else [], str(self.params.get("name") or "splitsweep"))
+            for p in group:
+                print(f"splitsweep: \t#{p.idx} : {' '.join(filter_overrides(p.overrides))}", flush=True)
+            jobs = executor.map_array(self, *zip(*[(p.overrides, "hydra.sweep.dir", p.idx, f"job_id_for_{p.idx}",
+                                                    state) for p in group]))
+            for p, job in zip(group, jobs):
+                p.job = job
+        self._write_manifest(sweep_dir, points, seed_records)
+
+        # Wait for everything; a failed seed cancels the experts that wait for it.
+        waiting = [p.job for p in points if p.job is not None]
+        self._wait(waiting + [j for j in seed_jobs.values() if self._EXECUTOR == "slurm"], points)
+        return self._returns(sweep_dir, points)
+
+    def _wait(self, jobs: list, points: list[Point] | None = None) -> None:
+        cancelled: set[str] = set()
+        while True:
+            if self._EXECUTOR == "slurm" and jobs:
+                jobs[0].watcher.update()  # one sacct call for every job of this launch
+            if points:
+                for p in points:
+                    seed = p.seed_job
+                    if (seed is not None and p.job is not None and not p.job.done() and seed.done()
+                            and not self._succeeded(seed) and p.job.job_id not in cancelled):
+                        p.failure = self._failure_text(seed, f"seed job {seed.job_id}")
+                        p.job.cancel(check=False)
+                        cancelled.add(p.job.job_id)
+            if all(j.done() for j in jobs):
+                return
+            time.sleep(POLL_S)
+
+    @staticmethod
+    def _succeeded(job) -> bool:
+        if job.paths.result_pickle.exists():
+            try:
+                job.results()
+                return True
+            except Exception:  # noqa: BLE001 (the job raised)
+                return False
+        return str(job.state).startswith("COMPLETED")
+
+    @staticmethod
+    def _failure_text(job, what: str) -> str:
+        reason = str(job.state)
+        if job.paths.result_pickle.exists():
+            try:
+                job.results()
+            except Exception as err:  # noqa: BLE001
+                last = [line for line in str(err).strip().splitlines() if line.strip()]
+                reason = last[-1] if last else reason
+        return f"{what} {reason}; log: {job.paths.stderr}"
+
+    def _returns(self, sweep_dir: Path, points: list[Point]) -> list[JobReturn]:
+        from .records import read_rows
+
+        returns, failures = [], []
+        for p in points:
+            ret = JobReturn(overrides=p.overrides, working_dir=str(sweep_dir / p.dirname), task_name="splitsweep")
+            if p.done:
+                ret.status = JobStatus.COMPLETED
+                ret.return_value = [{"eval_domain": r["eval_domain"], "eval_loss": r["eval_loss"]}
+                                    for r in read_rows(sweep_dir, run_id=p.run_id)]
+            elif not p.failure and p.job is not None and self._succeeded(p.job):
+                ret = p.job.results()[0]
+            else:
+                if not p.failure:
+                    p.failure = self._failure_text(p.job, f"job {p.job.job_id}") if p.job else "not submitted"
+                failures.append(p)
+                ret.status = JobStatus.FAILED
+            returns.append(ret)
+        if failures:
+            lines = [f"  #{p.idx} {' '.join(filter_overrides(p.overrides))}\n      {p.failure}" for p in failures]
+            message = (f"{len(failures)} of {len(points)} grid points failed:\n" + "\n".join(lines)
+                       + f"\nsee `python -m splitsweep.status {sweep_dir}`; re-running the same command "
+                         f"re-launches only the grid points without records")
+            print(f"splitsweep: {message}", file=sys.stderr, flush=True)
+            for ret in returns:
+                if ret.status == JobStatus.FAILED:
+                    ret.return_value = SweepJobFailed(message)
+        return returns
+
+    def _write_manifest(self, sweep_dir: Path, points: list[Point], seeds: list[dict]) -> None:
+        entry = {
+            "time": time.time(), "launcher": self._EXECUTOR, "argv": sys.argv,
+            "submitit_folder": str(self.params["submitit_folder"]),
+            "seeds": seeds,
+            "points": [{
+                "idx": p.idx, "overrides": filter_overrides(p.overrides), "dirname": p.dirname,
+                "run_id": p.run_id, "trajectory_id": p.trajectory_id, "seed_tokens": p.seed_tokens,
+                "state_at_launch": "recorded" if p.done else ("attached" if p.attached else "submitted"),
+                "job_id": p.job.job_id if p.job is not None else None,
+                "folder": str(p.job.paths.folder) if p.job is not None else None,
+                "seed_job_id": p.seed_job.job_id if p.seed_job is not None else None,
+                **(_log_paths(p.job) if p.job is not None else {}),
+            } for p in points],
+        }
+        with open(sweep_dir / MANIFEST, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+class SlurmLauncher(_SeedsFirst):
+    _EXECUTOR = "slurm"
+
+
+class LocalLauncher(_SeedsFirst):
+    _EXECUTOR = "local"

@@ -1,0 +1,300 @@
+"""`python -m splitsweep.status SWEEP_DIR`: every grid point of a sweep as done, running, pending or failed.
+
+Sources, in the order they decide:
+  1. the records (`results.jsonl`): a grid point with rows is done;
+  2. the scheduler: the job of the grid point's latest launch (`launches.jsonl`, written by splitsweep's
+     submitit launchers), asked through `squeue`/`sacct` (queued, requeued, running, failed, cancelled...);
+  3. the run directory (`runs/<run_id>/status.json`, progress checkpoints) and the Hydra job directory
+     (`jobs/*/.hydra`, its log): for launches without a scheduler (the basic or submitit_local launcher).
+Every failure comes with the path of its log. Re-running the sweep's command re-launches only the grid
+points without records (a recorded grid point is a no-op).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .records import read_rows
+
+MANIFEST = "launches.jsonl"
+STATES = ("done", "running", "pending", "failed")
+ALIVE = {"PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
+         "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "pending",
+         "RESIZING": "running", "STAGE_OUT": "running", "SIGNALING": "running"}
+STALE_S = 600.0  # without a scheduler: a run dir / job log untouched this long is not running any more
+
+
+@dataclass
+class PointStatus:
+    state: str
+    run_id: str
+    label: str
+    job_id: str | None = None
+    scheduler_state: str = ""
+    detail: str = ""
+    log: str | None = None
+    step: int | None = None
+    sources: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- scheduler
+def _run(cmd: list[str]) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def scheduler_states(job_ids) -> dict[str, tuple[str, str]]:
+    """{job id: (state, reason)} from squeue (live jobs, array tasks one by one), then sacct (finished ones)."""
+    ids = sorted({str(j) for j in job_ids if j})
+    if not ids:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(ids)])
+    for line in (queue or "").splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[0] in ids:
+            out[parts[0]] = (parts[1], parts[2])
+    rest = [j for j in ids if j not in out]
+    if rest:
+        acct = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Reason", "-j", ",".join(rest)])
+        for line in (acct or "").splitlines():
+            parts = line.strip().split("|")
+            if len(parts) >= 2 and parts[0] in rest:
+                out[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")  # the last line wins (requeues)
+    return out
+
+
+# ---------------------------------------------------------------------- launches and directories
+def launches(sweep_dir: Path) -> list[dict]:
+    path = Path(sweep_dir) / MANIFEST
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def latest_jobs(sweep_dir: Path) -> dict[str, dict]:
+    """run_id -> the grid point's entry of the latest launch that gave it a job."""
+    out: dict[str, dict] = {}
+    for launch in launches(sweep_dir):
+        for point in launch.get("points", []):
+            if point.get("job_id"):
+                out[point["run_id"]] = {**point, "launcher": launch.get("launcher")}
+    return out
+
+
+def _hydra_job_dirs(sweep_dir: Path) -> dict[str, dict]:
+    """run_id -> {dirname, label, log} for the Hydra job directories (jobs/*/.hydra) of the sweep."""
+    from omegaconf import OmegaConf
+
+    from .plan import make_plan
+
+    out: dict[str, dict] = {}
+    for hydra_dir in sorted(Path(sweep_dir).glob("jobs/*/.hydra")):
+        job_dir = hydra_dir.parent
+        try:
+            cfg = OmegaConf.load(hydra_dir / "config.yaml")
+            run_id = make_plan(cfg).run_id
+        except Exception as err:  # noqa: BLE001 (a broken or foreign job dir: show it, do not crash)
+            run_id = f"?{job_dir.name[:40]}"
+            print(f"splitsweep.status: cannot plan {job_dir}: {err}", file=sys.stderr)
+        label = job_dir.name
+        try:
+            overrides = OmegaConf.load(hydra_dir / "overrides.yaml")
+            label = " ".join(str(o) for o in overrides)
+        except Exception:  # noqa: BLE001
+            pass
+        logs = sorted(job_dir.glob("*.log"))
+        out[run_id] = {"dirname": str(job_dir.relative_to(sweep_dir)), "label": label,
+                       "log": str(logs[0]) if logs else None, "job_dir": str(job_dir)}
+    return out
+
+
+def _progress(run_dir: Path) -> tuple[int | None, float]:
+    """(step of the newest progress checkpoint or None, newest mtime under the run dir)."""
+    step, newest = None, 0.0
+    meta = run_dir / "progress" / "meta.json"
+    if meta.exists():
+        try:
+            step = int(json.loads(meta.read_text())["step"])
+        except (ValueError, KeyError, json.JSONDecodeError):
+            pass
+    for path in [run_dir, *run_dir.glob("*"), *run_dir.glob("*/*")]:
+        try:
+            newest = max(newest, path.stat().st_mtime)
+        except OSError:
+            pass
+    return step, newest
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+# ---------------------------------------------------------------------- the decision
+def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float = STALE_S) -> list[PointStatus]:
+    sweep_dir = Path(sweep_dir)
+    history = launches(sweep_dir)
+    points: dict[str, dict] = {}  # run_id -> what we know
+    for launch in history:
+        for p in launch.get("points", []):
+            known = points.setdefault(p["run_id"], {"sources": set()})
+            known["sources"].add("launch")
+            known["label"] = " ".join(p.get("overrides") or []) or p.get("dirname", "")
+            known["dirname"] = p.get("dirname")
+            if p.get("job_id"):
+                known["job"] = {**p, "launcher": launch.get("launcher")}
+                known.pop("not_submitted", None)
+            elif p.get("state_at_launch") == "submitted":
+                known["not_submitted"] = True
+    for run_id, info in _hydra_job_dirs(sweep_dir).items():
+        known = points.setdefault(run_id, {"sources": set()})
+        known["sources"].add("hydra")
+        known.setdefault("label", info["label"])
+        known.setdefault("dirname", info["dirname"])
+        known["hydra"] = info
+    for run_json in sorted((sweep_dir / "runs").glob("*/run.json")):
+        run_id = run_json.parent.name
+        known = points.setdefault(run_id, {"sources": set()})
+        known["sources"].add("run_dir")
+        if "label" not in known:
+            split = _read_json(run_json).get("config", {}).get("split", {})
+            known["label"] = " ".join(f"split.{k}={v}" for k, v in sorted(split.items()) if v is not None)
+
+    job_ids = [k["job"]["job_id"] for k in points.values() if "job" in k and k["job"].get("launcher") == "slurm"]
+    seed_jobs = {}
+    for launch in history:
+        for s in launch.get("seeds", []):
+            seed_jobs[str(s["job_id"])] = s
+    states = scheduler_states(job_ids + list(seed_jobs)) if scheduler else {}
+    rows = read_rows(sweep_dir)  # after the scheduler: a job that ended just now has its rows already
+    for row in rows:
+        known = points.setdefault(row["run_id"], {"sources": set()})
+        known["sources"].add("records")
+        known.setdefault("label", f"{row.get('model')} D={row.get('pretrain_tokens')} "
+                                  f"D'={row.get('special_tokens')} {row.get('expert_domain')}")
+    recorded: dict[str, int] = {}
+    for row in rows:
+        recorded[row["run_id"]] = recorded.get(row["run_id"], 0) + 1
+
+    now = time.time()
+    out = []
+    for run_id, known in points.items():
+        st = PointStatus("pending", run_id, known.get("label", ""), sources=sorted(known["sources"]))
+        run_dir = sweep_dir / "runs" / run_id
+        st.step, touched = _progress(run_dir)
+        run_status = _read_json(run_dir / "status.json")
+        job = known.get("job")
+        hydra = known.get("hydra") or {}
+        if job:
+            st.job_id = str(job["job_id"])
+        stderr = job.get("stderr") if job else None
+        log = stderr if stderr and Path(stderr).exists() else hydra.get("log") or stderr
+        sched = states.get(st.job_id or "", None)
+        at = f" (checkpoint at step {st.step})" if st.step is not None else ""
+        if run_id in recorded:
+            st.state, st.detail = "done", f"{recorded[run_id]} rows"
+        elif sched is not None:
+            state, reason = sched
+            st.scheduler_state = state
+            word = state.split()[0] if state else ""
+            if word in ALIVE:
+                st.state = ALIVE[word]
+                if "DependencyNeverSatisfied" in reason or "Dependency" in reason and "Never" in reason:
+                    st.state = "failed"
+                    seed = seed_jobs.get(str(job.get("seed_job_id")))
+                    st.detail = f"its seed job {job.get('seed_job_id')} failed"
+                    st.log = (seed or {}).get("stderr") or log
+                elif word.startswith("REQUEUE") or word == "REQUEUED":
+                    st.detail = f"requeued{at}"
+                elif st.state == "pending":
+                    st.detail = f"queued ({reason})" if reason and reason != "None" else "queued"
+                    if reason == "Dependency" and job.get("seed_job_id"):
+                        st.detail = f"waits for seed job {job['seed_job_id']}"
+                else:
+                    st.detail = f"step {st.step}" if st.step is not None else "started"
+            elif word == "COMPLETED":
+                st.state, st.detail, st.log = "failed", "job completed without writing records", log
+            else:
+                st.state, st.log = "failed", log
+                st.detail = f"{state}{at}" + (f": {run_status.get('message')}" if run_status.get("message") else "")
+        elif run_status.get("status") == "failed":
+            st.state, st.detail, st.log = "failed", run_status.get("message", "failed"), log
+        elif run_status.get("status") == "preempted" and now - touched > 60:
+            st.state, st.log = "failed", log
+            st.detail = f"stopped by a signal{at}; re-launching resumes from the checkpoint"
+        elif hydra or run_dir.exists():
+            log_touched = max([touched] + [Path(p).stat().st_mtime for p in [hydra.get("log")] if p and Path(p).exists()])
+            if now - log_touched < stale_s:
+                st.state, st.detail = "running", (f"step {st.step}" if st.step is not None else "started")
+            else:
+                st.state, st.log = "failed", log
+                st.detail = f"started, no records, nothing written for {now - log_touched:.0f}s{at}"
+        elif known.get("not_submitted"):
+            st.detail = "not submitted"
+        out.append(st)
+    order = {s: i for i, s in enumerate(("failed", "running", "pending", "done"))}
+    return sorted(out, key=lambda s: (order[s.state], s.label))
+
+
+def format_table(statuses: list[PointStatus], sweep_dir: Path) -> str:
+    counts = {s: sum(p.state == s for p in statuses) for s in STATES}
+    lines = [f"{'STATE':8} {'RUN_ID':16} {'JOB':10} GRID POINT / DETAIL"]
+    for p in statuses:
+        lines.append(f"{p.state:8} {p.run_id:16} {(p.job_id or '-'):10} {p.label}")
+        detail = p.detail + (f"; log: {p.log}" if p.log and p.state == "failed" else "")
+        if detail:
+            lines.append(f"{'':37} {detail}")
+    lines.append(f"{len(statuses)} grid points: " + ", ".join(f"{counts[s]} {s}" for s in STATES))
+    missing = counts["failed"] + counts["pending"]
+    history = launches(sweep_dir)
+    if counts["failed"]:
+        argv = history[-1].get("argv") if history else None
+        again = f"`python -m splitsweep {' '.join(argv[1:])}`" if argv else "the sweep's command"
+        lines.append(f"re-run {again} to re-launch only the grid points without records")
+    elif missing == 0 and statuses:
+        lines.append("all grid points are recorded")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m splitsweep.status", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="the sweep directory (paths.sweep_dir, e.g. outputs/sweeps/NAME)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per grid point")
+    parser.add_argument("--no-scheduler", action="store_true", help="do not call squeue/sacct")
+    parser.add_argument("--stale-s", type=float, default=STALE_S,
+                        help="without a scheduler, a grid point whose files are untouched this long is not running")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"splitsweep.status: {args.sweep_dir} is not a directory", file=sys.stderr)
+        return 2
+    statuses = collect(args.sweep_dir, scheduler=not args.no_scheduler, stale_s=args.stale_s)
+    if args.json:
+        for p in statuses:
+            print(json.dumps(asdict(p)))
+    else:
+        print(format_table(statuses, args.sweep_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
