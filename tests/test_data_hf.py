@@ -124,6 +124,7 @@ def test_second_preparation_is_a_no_op(shared, corpus, monkeypatch):
         raise AssertionError("prepared twice")
 
     monkeypatch.setattr(prep, "_build", boom)
+    monkeypatch.setattr(prep, "load", boom)  # jobs read only the shards: no datasets call on a cache hit
     monkeypatch.setattr("splitsweep.data.tokenizer.train_bpe", boom)
     again = make_plan(labelled(root, corpus))
     assert again.source.identity() == plan.source.identity()
@@ -194,9 +195,13 @@ def test_parquet_and_tokenizer_file_through_the_same_call(tmp_path, corpus, shar
                    f"data.tokenizer.path={tok_file}", "data.tokenizer.vocab_size=null")
     src = make_plan(cfg).source
     assert src.vocab_size == 384
+    # the hub code path: streaming=true through the same call, on the JSON Lines files
+    streamed = make_plan(labelled(tmp_path / "s", corpus, "data.streaming=true", f"data.tokenizer.path={tok_file}",
+                                  "data.tokenizer.vocab_size=384")).source
     for name in KEEP:
         a, b = src.manifest["per_domain"][name], plan.source.manifest["per_domain"][name]
         assert a["train_tokens"] + a["heldout_tokens"] == b["train_tokens"] + b["heldout_tokens"]
+        assert streamed.manifest["per_domain"][name] == {**b, "dir": streamed.manifest["per_domain"][name]["dir"]}
 
 
 def error(tmp_path, corpus, *overrides, fn=labelled) -> str:
