@@ -62,6 +62,41 @@ def _log_paths(job) -> dict:
         return {}
 
 
+# sbatch's refusal -> the launcher setting to look at.
+_SETTINGS = [
+    ("invalid partition", "hydra.launcher.partition"),
+    ("memory specification", "hydra.launcher.mem_gb (or mem_per_cpu / mem_per_gpu)"),
+    ("more processors requested", "hydra.launcher.cpus_per_task x tasks_per_node"),
+    ("node count specification", "hydra.launcher.nodes"),
+    ("invalid account", "hydra.launcher.account"),
+    ("invalid qos", "hydra.launcher.qos"),
+    ("time limit", "hydra.launcher.timeout_min"),
+    ("invalid generic resource", "hydra.launcher.gpus_per_node / gres"),
+    ("invalid gres", "hydra.launcher.gpus_per_node / gres"),
+    ("requested node configuration is not available", "hydra.launcher (cpus_per_task, mem_gb, gpus_per_node, "
+                                                        "constraint)"),
+    ("unrecognized option", "hydra.launcher.additional_parameters"),
+    ("invalid dependency", "hydra.launcher.additional_parameters.dependency"),
+]
+
+
+def submission_error(err: Exception, params: dict) -> str:
+    """A one-paragraph explanation of why sbatch refused a job, naming the launcher setting."""
+    text = str(err)
+    lines = [line.strip() for line in text.splitlines() if "error" in line.lower() and line.strip()]
+    reason = (lines[-1] if lines else text.strip().splitlines()[-1] if text.strip() else repr(err))
+    reason = reason.split("error:", 1)[-1].strip() if "error:" in reason else reason
+    hits = [setting for key, setting in _SETTINGS if key in text.lower()]
+    msg = f"SLURM refused the job: {reason}"
+    if hits:
+        setting = hits[0]
+        first = setting.split()[0]
+        key = first.rsplit(".", 1)[-1]
+        value = params.get(key, None)
+        msg += f". Check {setting}" + (f" (now {value!r})" if first.startswith("hydra.launcher.") and key in params else "")
+    return msg + ". Nothing of this launch is left in the queue."
+
+
 @dataclass
 class Point:
     """One grid point of the launch."""
@@ -215,7 +250,25 @@ class _SeedsFirst(BaseSubmititLauncher):
               f"{sum(p.attached for p in points)} still in the queue, {len(todo)} to submit", flush=True)
         state = Singleton.get_state()
         executor = self._executor() if todo else None
+        submitted: list = []
+        try:
+            seed_jobs, seed_records = self._submit(executor, todo, state, submitted)
+        except Exception as err:  # noqa: BLE001 (sbatch refused: say which setting, leave nothing queued)
+            for job in submitted:
+                job.cancel(check=False)
+            if self._EXECUTOR != "slurm" or "submission failed" not in str(err).lower():
+                raise
+            print(f"splitsweep: error: {submission_error(err, self.params)}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        self._write_manifest(sweep_dir, points, seed_records)
 
+        # Wait for everything; a failed seed cancels the experts that wait for it.
+        waiting = [p.job for p in points if p.job is not None]
+        self._wait(waiting + [j for j in seed_jobs.values() if self._EXECUTOR == "slurm"], points)
+        return self._returns(sweep_dir, points)
+
+    def _submit(self, executor, todo: list[Point], state: dict, submitted: list):
+        """Seed jobs, then the experts (with dependencies on SLURM; after the seeds locally)."""
         # Seeds: per trajectory, the distinct D still missing, shortest first (a longer one extends it).
         chains: dict[str, dict[int, list[str]]] = {}
         for p in todo:
@@ -230,6 +283,7 @@ class _SeedsFirst(BaseSubmititLauncher):
                 for d in tokens:
                     self._depend(executor, previous, f"seed-{trajectory[:8]}-D{d}")
                     job = executor.submit(SeedTask(self, [by_tokens[d]], state))
+                    submitted.append(job)
                     seed_jobs[(trajectory, d)] = job
                     previous = [job.job_id]
                     seed_records.append({"trajectory_id": trajectory, "tokens": d, "job_id": job.job_id,
@@ -237,6 +291,7 @@ class _SeedsFirst(BaseSubmititLauncher):
             else:
                 self._depend(executor, [], f"seed-{trajectory[:8]}")
                 job = executor.submit(SeedTask(self, [by_tokens[d] for d in tokens], state))
+                submitted.append(job)
                 for d in tokens:
                     seed_jobs[(trajectory, d)] = job
                 seed_records.append({"trajectory_id": trajectory, "tokens": tokens, "job_id": job.job_id,
@@ -264,14 +319,10 @@ class _SeedsFirst(BaseSubmititLauncher):
                 print(f"splitsweep: \t#{p.idx} : {' '.join(filter_overrides(p.overrides))}", flush=True)
             jobs = executor.map_array(self, *zip(*[(p.overrides, "hydra.sweep.dir", p.idx, f"job_id_for_{p.idx}",
                                                     state) for p in group]))
+            submitted.extend(jobs)
             for p, job in zip(group, jobs):
                 p.job = job
-        self._write_manifest(sweep_dir, points, seed_records)
-
-        # Wait for everything; a failed seed cancels the experts that wait for it.
-        waiting = [p.job for p in points if p.job is not None]
-        self._wait(waiting + [j for j in seed_jobs.values() if self._EXECUTOR == "slurm"], points)
-        return self._returns(sweep_dir, points)
+        return seed_jobs, seed_records
 
     def _wait(self, jobs: list, points: list[Point] | None = None) -> None:
         cancelled: set[str] = set()
