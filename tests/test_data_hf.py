@@ -264,3 +264,12 @@ def test_training_job_on_real_text(shared, corpus):
     assert rows[0]["tokens_trained"] == 12 * T and rows[0]["special_tokens"] == 4 * T
     assert 0 < rows[0]["epochs_max"] < 1
     assert len(read_rows(Path(cfg.paths.sweep_dir), run_id=rows[0]["run_id"])) == 4
+
+
+def test_given_weights_reuse_the_shards(shared, corpus, monkeypatch):
+    root, plan = shared
+    monkeypatch.setattr(prep, "_build", lambda *a, **k: 1 / 0)
+    given = make_plan(labelled(root, corpus, "data.weights={licenses:1,manpages:1,python:2}"))
+    assert given.source.weights == [0.25, 0.25, 0.5]
+    assert given.source.mixture.counts.tolist() == [60, 60, 120]
+    assert given.trajectory_id != plan.trajectory_id  # the mixture is part of the seed's identity
