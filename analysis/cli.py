@@ -5,6 +5,7 @@
         (or --compute-flops C instead of --n-params/--budget-tokens: N chosen too) -> DIR/split.json
   report RESULTS --out DIR [--budget-tokens T] [--n-params N] -> DIR/report.md, report.html, *.png, fit.json, split.json
   collect --wandb ENTITY/PROJECT [--group G] --out FILE.jsonl  -> the results table from W&B
+  collect --wandb-offline DIR --out FILE.jsonl                 -> the same from offline runs under DIR
 """
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     question(r)
     r.set_defaults(n_bootstrap=20)
     c = sub.add_parser("collect", help="collect the results table from W&B")
-    c.add_argument("--wandb", required=True, metavar="ENTITY/PROJECT")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--wandb", metavar="ENTITY/PROJECT", help="online: the W&B API")
+    src.add_argument("--wandb-offline", metavar="DIR", type=Path, help="offline run directories under DIR")
     c.add_argument("--group", help="W&B run group (one sweep)")
     c.add_argument("--out", required=True, type=Path, help="output .jsonl file")
     return p
@@ -81,10 +84,14 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     if args.command == "collect":
-        from .wandb_io import collect_wandb
-        table = collect_wandb(args.wandb, args.group)
+        from .wandb_io import collect_wandb, collect_wandb_offline
+        table = (collect_wandb_offline(args.wandb_offline) if args.wandb_offline is not None
+                 else collect_wandb(args.wandb, args.group))
         load_results(table)  # validate before writing
-        atomic.write_text(args.out, table.to_json(orient="records", lines=True))
+        # json.dumps keeps every float exactly (pandas' to_json rounds to 10 digits).
+        import json
+        clean = table.astype(object).where(table.notna(), None)
+        atomic.write_text(args.out, "".join(json.dumps(r) + "\n" for r in clean.to_dict("records")))
         print(args.out)
         return 0
     if args.command == "report":

@@ -1,7 +1,8 @@
 """Collect the results table from W&B runs (public API): one row per (run, evaluated domain).
 
 A run logs, in its summary or config, the columns of splitsweep/records.py. Two layouts are read:
-  - a summary key `results`: the list of row dicts the run appended to results.jsonl (preferred);
+  - a summary key `results_json` (a JSON string, as splitsweep writes it: W&B rounds floats) or `results`:
+    the list of row dicts the run appended to results.jsonl (preferred);
   - otherwise flat keys, one row per run: n_params, pretrain_tokens, special_tokens, eval_loss, ...
     taken from summary first, then config.
 """
@@ -44,9 +45,55 @@ def collect_wandb(path: str, group: str | None = None, api=None) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def collect_wandb_offline(directory) -> pd.DataFrame:
+    """Rows from offline W&B runs under `directory` (e.g. a sweep's wandb/ folder).
+
+    wandb has no Python reader for `.wandb` files; its own CLI `wandb leet inspect --json RUN_DIR` dumps
+    the records as JSON lines. A run's summary is the merge of its summary updates, in order.
+    """
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    files = sorted(Path(directory).rglob("run-*.wandb"))
+    if not files:
+        raise AnalysisError(f"no offline W&B runs (run-*.wandb) under {directory}")
+    exe = shutil.which("wandb")
+    if exe is None:
+        raise AnalysisError("the `wandb` command is not on PATH (pip install wandb)")
+    rows = []
+    for f in files:
+        proc = subprocess.run([exe, "leet", "inspect", "--json", str(f.parent)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise AnalysisError(f"wandb leet inspect failed on {f.parent}: {proc.stderr.strip()[-500:]}")
+        summary, config = {}, {}
+        for line in proc.stdout.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("type") == "summary":
+                summary.update(record["summary"].get("update", {}))
+            elif record.get("type") == "run":
+                config.update(record["run"].get("config", {}).get("update", {}))
+        rows += rows_of_run(_Run(summary, config, f.stem.removeprefix("run-")))
+    if not rows:
+        raise AnalysisError(f"no result rows in the offline W&B runs under {directory}")
+    return pd.DataFrame(rows)
+
+
+class _Run:
+    def __init__(self, summary, config, run_id):
+        self.summary, self.config, self.id = summary, config, run_id
+
+
 def rows_of_run(run) -> list:
     summary = _as_dict(getattr(run, "summary", {}))
     config = _as_dict(getattr(run, "config", {}))
+    if isinstance(summary.get("results_json"), str):  # splitsweep's exact copy of its results.jsonl rows
+        import json
+        return [dict(r) for r in json.loads(summary["results_json"])]
     if isinstance(summary.get("results"), list):
         return [dict(r) for r in summary["results"]]
     row = {**{k: v for k, v in config.items() if not k.startswith("_")},

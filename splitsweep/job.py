@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import checkpoint as ckpt
 from .data import MIXTURE
 from .distributed import DistEnv, init_distributed, shard_model
-from .logger import RunLogger
+from .logger import RunLogger, check_logger
 from .model import build_model
 from .plan import ConfigError, Plan, git_sha, make_plan
 from .records import append_rows, read_rows
@@ -64,6 +64,7 @@ class Job:
     def __init__(self, cfg: DictConfig, env: DistEnv | None = None):
         self.cfg = cfg
         self.plan = make_plan(cfg)  # raises ConfigError before any compute
+        check_logger(cfg.logger)  # online W&B without a key or a server fails here, not after training
         self.env = env or init_distributed(str(cfg.train.get("device", "auto")))
         try:
             check_world(self.plan.batch, self.env.world_size)
@@ -221,9 +222,11 @@ class Job:
                 self.tokens_trained += trainer.tokens_trained
                 ckpt.save(final, model, None, {"step": total, "run_id": plan.run_id}, env, tag=plan.run_id)
             rows = self.evaluate(trainer, time.time() - started)
+            # `results_json` holds the very rows appended to results.jsonl (a string: W&B's dumps round
+            # floats), so the table can be rebuilt from W&B exactly.
             logger.summary({f"eval/{r['eval_domain']}/loss": r["eval_loss"] for r in rows}
                            | {f"eval/{r['eval_domain']}/recall": r["recall_accuracy"] for r in rows
-                              if r["recall_accuracy"] is not None})
+                              if r["recall_accuracy"] is not None} | {"results_json": json.dumps(rows)})
         except TrainingDiverged as err:
             logger.finish(exit_code=1)
             self._mark("failed", str(err))

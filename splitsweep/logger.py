@@ -18,6 +18,46 @@ def resolve_mode(cfg_mode: str) -> str:
     return cfg_mode
 
 
+def _api_key(base_url: str) -> str | None:
+    if os.environ.get("WANDB_API_KEY"):
+        return os.environ["WANDB_API_KEY"]
+    import netrc
+    from urllib.parse import urlparse
+
+    try:
+        auth = netrc.netrc().authenticators(urlparse(base_url).hostname or "")
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return None
+    return auth[2] if auth else None
+
+
+def check_logger(logger_cfg, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, naming the fix, where wandb itself would wait 90 s or fail after training."""
+    from .plan import ConfigError
+
+    try:
+        mode = resolve_mode(str(logger_cfg.mode))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if mode != "online":
+        return
+    base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    if not _api_key(base_url):
+        raise ConfigError(f"logger.mode=online but no W&B API key for {base_url}: run `wandb login` or set "
+                          f"WANDB_API_KEY (or use logger.mode=offline and `wandb sync` later)")
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(f"logger.mode=online but the W&B server {base_url} is unreachable ({err}); check "
+                          f"WANDB_BASE_URL and the network, or use logger.mode=offline and `wandb sync` later") \
+            from None
+
+
 class RunLogger:
     def __init__(self, logger_cfg, wandb_dir: Path, run_id: str, name: str, group: str, job_type: str,
                  config: dict, tags: list[str], active: bool = True):

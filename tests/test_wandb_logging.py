@@ -29,3 +29,39 @@ def test_wandb_mode_disabled_wins(tmp_path):
     run_cli(tmp_path, *ARGS, "logger.mode=offline", env={"WANDB_MODE": "disabled"})
     assert wandb_files(tmp_path) == []
     assert (tmp_path / "sweeps" / "test" / "results.jsonl").exists()
+
+
+def test_table_collected_from_offline_runs_equals_the_records(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    env = {"WANDB_MODE": "offline", "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+           "WANDB_CONFIG_DIR": str(tmp_path / "config")}
+    for domain in ("d0", "mixture"):
+        run_cli(tmp_path, *[a for a in ARGS if not a.startswith("split.expert_domain")],
+                f"split.expert_domain={domain}", "logger.mode=offline", env=env)
+    sweep = tmp_path / "sweeps" / "test"
+    out = tmp_path / "collected.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "analysis", "collect", "--wandb-offline", str(sweep / "wandb"),
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    key = lambda r: (r["run_id"], r["eval_domain"])  # noqa: E731
+    collected = sorted((json.loads(line) for line in out.read_text().splitlines()), key=key)
+    recorded = sorted((json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()), key=key)
+    assert len(recorded) == 10
+    assert collected == recorded
+
+
+def test_online_without_key_or_server_fails_before_training(tmp_path):
+    no_key = run_cli(tmp_path, *ARGS, "logger.mode=online", check=False,
+                     env={"WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none"),
+                          "HOME": str(tmp_path)})
+    assert no_key.returncode == 2 and "no W&B API key" in no_key.stderr and "wandb login" in no_key.stderr
+    # A key, but a server that is not there (a closed port on this machine): refused in seconds.
+    unreachable = run_cli(tmp_path, *ARGS, "logger.mode=online", check=False,
+                          env={"WANDB_MODE": "", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    assert unreachable.returncode == 2 and "unreachable" in unreachable.stderr
+    assert not (tmp_path / "store").exists()
