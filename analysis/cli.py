@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     common(r, "auto")
     question(r)
     r.set_defaults(n_bootstrap=20)
+    r.add_argument("--wandb", action="store_true", help="also log the report to W&B (an analysis run)")
+    r.add_argument("--wandb-project", default="splitsweep")
+    r.add_argument("--wandb-entity")
+    r.add_argument("--wandb-group", help="W&B group (default: the sweep's name)")
+    r.add_argument("--wandb-mode", default="offline", choices=["offline", "online", "disabled"])
     c = sub.add_parser("collect", help="collect the results table from W&B")
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--wandb", metavar="ENTITY/PROJECT", help="online: the W&B API")
@@ -101,6 +106,11 @@ def _run(args) -> int:
                             selection=args.selection, per_domain=args.per_domain, weighting=args.weights,
                             batch_tokens=args.batch_tokens, seed=args.seed, progress=not args.quiet)
         print(path)
+        if args.wandb:
+            from .wandb_log import log_report
+            logged = log_report(args.out, load_results(args.results), project=args.wandb_project,
+                                entity=args.wandb_entity, group=args.wandb_group, mode=args.wandb_mode)
+            print(f"W&B analysis run {logged['run_id']} ({args.wandb_mode}) in {logged['dir']}")
         return 0
 
     from .pipeline import analyze

@@ -65,3 +65,40 @@ def test_online_without_key_or_server_fails_before_training(tmp_path):
                           env={"WANDB_MODE": "", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"})
     assert unreachable.returncode == 2 and "unreachable" in unreachable.stderr
     assert not (tmp_path / "store").exists()
+
+
+def test_report_is_logged_to_wandb_as_an_analysis_run(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from analysis.synthetic import phonebook_table
+    from tests.helpers import REPO
+
+    results = tmp_path / "results.jsonl"
+    table = phonebook_table()
+    results.write_text(table.to_json(orient="records", lines=True))
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_CACHE_DIR": str(tmp_path / "c"),
+           "WANDB_CONFIG_DIR": str(tmp_path / "cfg"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "analysis", "report", str(results), "--out", str(tmp_path / "r"),
+                           "--n-bootstrap", "5", "--quiet", "--wandb"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = list((tmp_path / "r").rglob("run-analysis-*.wandb"))
+    assert len(files) == 1
+    dump = subprocess.run(["wandb", "leet", "inspect", "--json", str(files[0].parent)], capture_output=True,
+                          text=True).stdout
+    records = [json.loads(line) for line in dump.splitlines() if line.startswith("{")]
+    kinds = {r["type"] for r in records}
+    assert {"run", "summary", "history"} <= kinds
+    run = next(r for r in records if r["type"] == "run")["run"]
+    assert run.get("jobType") == "analysis" or "analysis" in json.dumps(run)
+    summary = {}
+    for r in records:
+        if r["type"] == "summary":
+            summary.update(r["summary"].get("update", {}))
+    assert "law" in summary and any(k.startswith("split") for k in summary)
+    assert any(k.startswith("plots/") for k in summary)   # images
+    assert any(k.startswith("records.") for k in summary)  # the records table
+    assert any(k.startswith("split.") for k in summary)    # the split table
+    assert sum(r["type"] == "artifact" for r in records) >= 3  # two tables and the HTML report
