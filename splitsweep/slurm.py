@@ -165,6 +165,13 @@ class _SeedsFirst(BaseSubmititLauncher):
             if line not in setup:
                 self.params["setup"] = [line, *setup]
 
+    def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
+        # In a multi-task job every task is a rank and runs this; rank 0 alone writes the Hydra job
+        # directory (.hydra/, the job log). The other ranks log to their own submitit log (stdout).
+        if int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")) or 0) != 0:
+            sweep_overrides = [*sweep_overrides, "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+        return super().__call__(sweep_overrides, *args)
+
     # ------------------------------------------------------------------ executor
     def _executor(self):
         import submitit
