@@ -1,0 +1,103 @@
+"""The status command's decisions, on hand-made sweep directories (no training, no cluster)."""
+import json
+import os
+import time
+
+import pytest
+
+from splitsweep import status as st
+
+
+def write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+def rows(run_id, n=5):
+    return "".join(json.dumps({"run_id": run_id, "eval_domain": f"d{i}", "eval_loss": 1.0}) + "\n" for i in range(n))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    d = tmp_path / "sweeps" / "s"
+    folder = d / ".submitit"
+    points = []
+    for i, run_id in enumerate(["aaaa", "bbbb", "cccc", "dddd", "eeee"]):
+        job_id = f"10_{i}" if run_id != "dddd" else None
+        points.append({"idx": i, "overrides": [f"split.expert_domain=d{i}"], "dirname": f"jobs/p{i}",
+                       "run_id": run_id, "trajectory_id": "t", "seed_tokens": 256, "job_id": job_id,
+                       "state_at_launch": "submitted", "seed_job_id": "9",
+                       "folder": str(folder / str(job_id)), "stdout": str(folder / f"{job_id}/{job_id}_0_log.out"),
+                       "stderr": str(folder / f"{job_id}/{job_id}_0_log.err")})
+    write(d / "launches.jsonl", json.dumps({"launcher": "slurm", "argv": ["splitsweep/__main__.py", "-m", "x=1,2"],
+                                            "seeds": [{"job_id": "9", "stderr": str(folder / "9/9_0_log.err")}],
+                                            "points": points}) + "\n")
+    write(d / "results.jsonl", rows("aaaa"))
+    write(d / "runs" / "bbbb" / "progress" / "meta.json", {"step": 7})
+    write(folder / "10_2" / "10_2_0_log.err", "Traceback ...\n")
+    return d
+
+
+def test_scheduler_and_records_decide(sweep, monkeypatch):
+    monkeypatch.setattr(st, "scheduler_states", lambda ids: {
+        "10_0": ("COMPLETED", "None"), "10_1": ("RUNNING", "None"), "10_2": ("CANCELLED by 0", "None"),
+        "10_4": ("PENDING", "Dependency"), "9": ("RUNNING", "None")})
+    got = {s.run_id: s for s in st.collect(sweep)}
+    assert got["aaaa"].state == "done" and got["aaaa"].detail == "5 rows"
+    assert got["bbbb"].state == "running" and got["bbbb"].detail == "step 7"
+    assert got["cccc"].state == "failed" and got["cccc"].scheduler_state == "CANCELLED by 0"
+    assert got["cccc"].log == str(sweep / ".submitit" / "10_2" / "10_2_0_log.err")
+    assert got["dddd"].state == "pending" and got["dddd"].detail == "not submitted"
+    assert got["eeee"].state == "pending" and got["eeee"].detail == "waits for seed job 9"
+    table = st.format_table(list(got.values()), sweep)
+    assert "5 grid points: 1 done, 1 running, 2 pending, 1 failed" in table
+    assert "log: " + str(sweep / ".submitit" / "10_2" / "10_2_0_log.err") in table
+    assert "re-run `python -m splitsweep -m x=1,2`" in table
+
+
+def test_dependency_never_satisfied_is_a_failure_with_the_seed_log(sweep, monkeypatch):
+    monkeypatch.setattr(st, "scheduler_states", lambda ids: {"10_1": ("PENDING", "DependencyNeverSatisfied")})
+    got = {s.run_id: s for s in st.collect(sweep)}
+    assert got["bbbb"].state == "failed" and "seed job 9 failed" in got["bbbb"].detail
+    assert got["bbbb"].log == str(sweep / ".submitit" / "9" / "9_0_log.err")
+
+
+def test_a_completed_job_without_records_is_a_failure(sweep, monkeypatch):
+    monkeypatch.setattr(st, "scheduler_states", lambda ids: {"10_1": ("COMPLETED", "None")})
+    got = {s.run_id: s for s in st.collect(sweep)}
+    assert got["bbbb"].state == "failed" and "without writing records" in got["bbbb"].detail
+
+
+def test_without_a_scheduler_run_dirs_decide(tmp_path):
+    d = tmp_path / "sweep"
+    write(d / "results.jsonl", rows("done1"))
+    write(d / "runs" / "fail1" / "run.json", {"run_id": "fail1", "config": {"split": {"expert_domain": "d0"}}})
+    write(d / "runs" / "fail1" / "status.json", {"status": "failed", "message": "loss is nan at step 3"})
+    write(d / "runs" / "live1" / "run.json", {"run_id": "live1", "config": {"split": {"expert_domain": "d1"}}})
+    write(d / "runs" / "live1" / "progress" / "meta.json", {"step": 12})
+    write(d / "runs" / "dead1" / "run.json", {"run_id": "dead1", "config": {"split": {"expert_domain": "d2"}}})
+    old = time.time() - 3600
+    for p in [d / "runs" / "dead1", d / "runs" / "dead1" / "run.json"]:
+        os.utime(p, (old, old))
+    write(d / "runs" / "pre1" / "run.json", {"run_id": "pre1", "config": {"split": {"expert_domain": "d3"}}})
+    write(d / "runs" / "pre1" / "progress" / "meta.json", {"step": 5})
+    write(d / "runs" / "pre1" / "status.json", {"status": "preempted", "message": "stopped by signal 15"})
+    for p in [d / "runs" / "pre1", *(d / "runs" / "pre1").rglob("*")]:
+        os.utime(p, (old, old))
+    got = {s.run_id: s for s in st.collect(d, scheduler=False)}
+    assert got["done1"].state == "done"
+    assert got["fail1"].state == "failed" and got["fail1"].detail == "loss is nan at step 3"
+    assert got["live1"].state == "running" and got["live1"].detail == "step 12"
+    assert got["dead1"].state == "failed" and "no records" in got["dead1"].detail
+    assert got["pre1"].state == "failed" and "checkpoint at step 5" in got["pre1"].detail
+    assert got["fail1"].label == "split.expert_domain=d0"
+
+
+def test_cli_json_and_missing_dir(tmp_path, capsys):
+    d = tmp_path / "sweep"
+    write(d / "results.jsonl", rows("r1"))
+    assert st.main([str(d), "--json", "--no-scheduler"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["state"] == "done"
+    assert st.main([str(tmp_path / "nope")]) == 2
