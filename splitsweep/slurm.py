@@ -345,7 +345,14 @@ class _SeedsFirst(BaseSubmititLauncher):
                         p.job.cancel(check=False)
                         cancelled.add(p.job.job_id)
             if all(j.done() for j in jobs):
-                return
+                if self._EXECUTOR != "slurm":
+                    return
+                # sacct can trail the scheduler: believe "done" only when squeue has none of them either
+                from .status import ALIVE, scheduler_states
+
+                states = scheduler_states([j.job_id for j in jobs])
+                if not any(state.split()[0] in ALIVE for state, _ in states.values() if state):
+                    return
             time.sleep(POLL_S)
 
     @staticmethod
