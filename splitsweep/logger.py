@@ -33,7 +33,7 @@ def _api_key(base_url: str) -> str | None:
 
 def check_logger(logger_cfg, timeout_s: float = 5.0) -> None:
     """Fail in seconds, naming the fix, where wandb itself would wait 90 s or fail after training."""
-    from .plan import ConfigError
+    from .errors import ConfigError
 
     try:
         mode = resolve_mode(str(logger_cfg.mode))

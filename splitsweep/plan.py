@@ -11,6 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from .data import MIXTURE, TokenSource, build_source
+from .errors import ConfigError
 from .model import ModelSpec
 from .schedule import Schedule
 from .store import signature
@@ -19,10 +20,6 @@ from .train import BatchSpec
 # Bump when a change to training semantics makes stored seeds and runs invalid.
 STORE_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from ..plan import ConfigError
+from ..errors import ConfigError
 from .prepare import MANIFEST, pack, prepare
 from .source import TokenSource
 

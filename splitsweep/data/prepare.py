@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 from omegaconf import OmegaConf
 
-from ..plan import ConfigError
+from ..errors import ConfigError
 from ..store import FileLock, publish_dir, signature, write_json_atomic
 from . import clustering as clus
 from .tokenizer import cached_bpe, eos_id, load_tokenizer
