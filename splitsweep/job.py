@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import checkpoint as ckpt
 from .data import MIXTURE
 from .distributed import DistEnv, init_distributed, shard_model
+from .downstream import DownstreamEval, append_downstream, read_downstream
 from .logger import RunLogger, check_logger
 from .model import build_model
 from .plan import ConfigError, Plan, git_sha, make_plan
@@ -70,6 +71,8 @@ class Job:
             check_world(self.plan.batch, self.env.world_size)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        # lm-eval tasks: unknown names, unreachable hub data, tokenizer mismatches fail here, before training.
+        self.downstream = DownstreamEval.prepare(cfg, self.plan) if DownstreamEval.enabled(cfg) else None
         self.sweep_dir = Path(cfg.paths.sweep_dir)
         self.trajectory_dir = Path(cfg.paths.store) / "seeds" / self.plan.trajectory_id
         self.run_dir = self.sweep_dir / "runs" / self.plan.run_id
@@ -176,6 +179,8 @@ class Job:
         plan, env = self.plan, self.env
         existing = read_rows(self.sweep_dir, run_id=plan.run_id)
         if existing:
+            if self.downstream is not None and not read_downstream(self.sweep_dir, run_id=plan.run_id):
+                self._downstream_from_final(existing)
             if env.is_main:
                 print(f"[{plan.run_id}] already recorded ({len(existing)} rows); nothing to do", flush=True)
             return existing
@@ -222,11 +227,13 @@ class Job:
                 self.tokens_trained += trainer.tokens_trained
                 ckpt.save(final, model, None, {"step": total, "run_id": plan.run_id}, env, tag=plan.run_id)
             rows = self.evaluate(trainer, time.time() - started)
+            downstream = self._run_downstream(model, rows)
             # `results_json` holds the very rows appended to results.jsonl (a string: W&B's dumps round
             # floats), so the table can be rebuilt from W&B exactly.
             logger.summary({f"eval/{r['eval_domain']}/loss": r["eval_loss"] for r in rows}
                            | {f"eval/{r['eval_domain']}/recall": r["recall_accuracy"] for r in rows
-                              if r["recall_accuracy"] is not None} | {"results_json": json.dumps(rows)})
+                              if r["recall_accuracy"] is not None} | {"results_json": json.dumps(rows)}
+                           | {f"downstream/{r['task']}/{r['metric']}": r["value"] for r in downstream})
         except TrainingDiverged as err:
             logger.finish(exit_code=1)
             self._mark("failed", str(err))
@@ -240,12 +247,35 @@ class Job:
             raise
         logger.finish()
         if env.is_main:
+            append_downstream(self.sweep_dir, downstream)
             append_rows(self.sweep_dir, rows)
             self._mark("done", "")
             import shutil
             shutil.rmtree(progress, ignore_errors=True)
         env.barrier()
         return rows
+
+    def _run_downstream(self, model, rows: list[dict]) -> list[dict]:
+        """lm-eval rows of the trained model (all ranks take part), [] when eval is off."""
+        if self.downstream is None:
+            return []
+        keys = ("sweep", "run_id", "model", "n_params", "n_params_total", "pretrain_tokens", "special_tokens",
+                "expert_domain", "flops", "schedule", "seed", "config_hash", "seed_id", "git_sha")
+        return self.downstream.run(model, self.env, {k: rows[0][k] for k in keys})
+
+    def _downstream_from_final(self, rows: list[dict]) -> None:
+        """A recorded grid point without downstream rows (eval turned on later): evaluate runs/<id>/final."""
+        final = self.run_dir / "final"
+        if not ckpt.is_complete(final):
+            if self.env.is_main:
+                print(f"[{self.plan.run_id}] no final checkpoint in {final}; skipping downstream eval", flush=True)
+            return
+        model, _ = _build(self.plan, self.env)
+        ckpt.load(final, model, None)
+        downstream = self._run_downstream(model, rows)
+        if self.env.is_main:
+            append_downstream(self.sweep_dir, downstream)
+        self.env.barrier()
 
     def _mark(self, status: str, message: str) -> None:
         if self.env.is_main:

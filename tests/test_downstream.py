@@ -1,0 +1,145 @@
+"""Downstream evaluation through lm-evaluation-harness: the adapter, the phonebook MC task, records, errors."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lm_eval.api.instance import Instance
+
+from splitsweep.data.phonebook import CharTokenizer
+from splitsweep.downstream import DownstreamEval, read_downstream
+from splitsweep.job import Job
+from splitsweep.lm_eval_adapter import SplitsweepLM, char_tokenizer
+from splitsweep.model import ModelSpec, build_model
+from splitsweep.plan import ConfigError, make_plan
+from splitsweep.records import read_rows
+from tests.helpers import compose_cfg
+
+TINY_BOOK = ["model=llama_83k", "data.entries_per_domain=10", "split.budget_tokens=19200", "train.lr=3e-3",
+             "train.checkpoint_every_steps=1000"]
+SPEC = ModelSpec("t", 32, 2, 4, 4, 16)
+
+
+def _model(seq_len=32):
+    tok = CharTokenizer()
+    return build_model(SPEC, tok.vocab_size, seq_len, seed=0), char_tokenizer(tok)
+
+
+def _req(kind, args):
+    return Instance(request_type=kind, doc={}, arguments=args, idx=0)
+
+
+@torch.no_grad()
+def _direct(model, ids, n_cont):
+    x = torch.tensor(ids)[None]
+    logp = F.log_softmax(model(x[:, :-1]).float(), -1)[0]
+    targets = x[0, 1:]
+    return float(logp[-n_cont:].gather(-1, targets[-n_cont:, None]).sum())
+
+
+def test_adapter_matches_a_direct_computation():
+    model, tok = _model()
+    model.eval()
+    pairs = [("\nmuha zev:", "666279"), ("\nab:", "1"), ("", "\nkaba"), ("\nviha nud:", "138835 and more"),
+             ("\n" + "ab " * 20 + "d", "zuv")]  # the last is longer than the model's 32-token context
+    want = []
+    for ctx, cont in pairs:
+        ids = tok.encode(ctx or "\n") if ctx else [tok.prefix_id]
+        ids = ids + tok.encode(cont)
+        ids = ids[-33:]
+        want.append(_direct(model, ids, len(tok.encode(cont))))
+    for batch_size in (1, 2, 8):  # right padding within a batch must not change anything
+        lm = SplitsweepLM(model, tok, max_length=32, batch_size=batch_size)
+        got = lm.loglikelihood([_req("loglikelihood", p) for p in pairs])
+        assert [g[0] for g in got] == pytest.approx(want, abs=1e-4)
+    # greedy flag: the argmax continuation is greedy, and its log-likelihood is the largest.
+    lm = SplitsweepLM(model, tok, max_length=32, batch_size=4)
+    (gen,) = lm.generate_until([_req("generate_until", ("\nmuha zev:", {"until": ["\n"], "max_gen_toks": 5}))])
+    ids = tok.encode("\nmuha zev:")
+    manual = []
+    for _ in range(5):
+        nxt = int(model(torch.tensor(ids)[None])[0, -1].argmax())
+        if tok.decode([nxt]) == "\n":
+            break
+        ids.append(nxt)
+        manual.append(nxt)
+    assert gen == tok.decode(manual)
+    if gen:
+        ((_, greedy),) = lm.loglikelihood([_req("loglikelihood", ("\nmuha zev:", gen))])
+        assert greedy
+    # rolling: short text = one window conditioned on the prefix token; long text = disjoint windows.
+    text = "\nmuha zev:666279"
+    (roll,) = lm.loglikelihood_rolling([_req("loglikelihood_rolling", (text,))])
+    assert roll == pytest.approx(_direct(model, [tok.prefix_id] + tok.encode(text), len(text)), abs=1e-4)
+    long = "\nmuha zev:666279" * 5  # 80 characters, three windows of 32
+    (roll_long,) = lm.loglikelihood_rolling([_req("loglikelihood_rolling", (long,))])
+    ids = tok.encode(long)
+    expect = _direct(model, [tok.prefix_id] + ids[:32], 32) + _direct(model, ids[31:64], 32) \
+        + _direct(model, ids[47:80], 16)
+    assert roll_long == pytest.approx(expect, abs=1e-3)
+
+
+def test_phonebook_mc_end_to_end_records_and_reruns(tmp_path):
+    # A d0 expert split at 40% memorises its 10 facts (tests/test_phonebook.py): far above the 25% chance.
+    cfg = compose_cfg(tmp_path, *TINY_BOOK, "split.pretrain_fraction=0.4", "split.expert_domain=d0",
+                      "eval=phonebook_mc")
+    job = Job(cfg)
+    rows = job.run()
+    sweep = tmp_path / "sweeps" / "test"
+    down = read_downstream(sweep)
+    assert {r["run_id"] for r in down} == {rows[0]["run_id"]}
+    by = {(r["task"], r["metric"]): r for r in down}
+    assert set(by) >= {(f"phonebook_mc_d{k}", m) for k in range(4) for m in ("acc", "acc_norm")} \
+        | {("phonebook_mc", "acc")}
+    own = by[("phonebook_mc_d0", "acc")]
+    assert own["n_examples"] == 10 and own["stderr"] is not None and own["expert_domain"] == "d0"
+    assert own["pretrain_tokens"] == 7680 and own["special_tokens"] == 11520 and own["n_params"] == 83280
+    recall = next(r["recall_accuracy"] for r in rows if r["eval_domain"] == "d0")
+    assert own["value"] >= 0.7, (own, recall)
+    # Re-running a finished grid point does nothing: no duplicate rows.
+    Job(cfg).run()
+    assert len(read_downstream(sweep)) == len(down) and len(read_rows(sweep)) == len(rows)
+
+    # The same model untrained: near chance on the 40 questions.
+    plan = make_plan(cfg)
+    untrained = build_model(plan.spec, plan.source.vocab_size, plan.batch.seq_len, seed=0)
+    rows0 = DownstreamEval.prepare(cfg, plan).run(untrained, None, {"run_id": "untrained"})
+    group = next(r for r in rows0 if r["task"] == "phonebook_mc" and r["metric"] == "acc")
+    assert group["n_examples"] == 40 and group["value"] <= 0.45, group
+
+    # A grid point recorded without eval gets its downstream rows from runs/<id>/final when eval is turned on.
+    base = compose_cfg(tmp_path, *TINY_BOOK, "split.pretrain_fraction=0.4", "split.expert_domain=mixture")
+    mixture_rows = Job(base).run()
+    assert not read_downstream(sweep, run_id=mixture_rows[0]["run_id"])
+    Job(compose_cfg(tmp_path, *TINY_BOOK, "split.pretrain_fraction=0.4", "split.expert_domain=mixture",
+                    "eval=phonebook_mc")).run()
+    added = read_downstream(sweep, run_id=mixture_rows[0]["run_id"])
+    assert added and all(r["expert_domain"] == "mixture" for r in added)
+    assert len(read_rows(sweep)) == 2 * len(rows)
+
+
+def _refused(tmp_path, *overrides, match):
+    cfg = compose_cfg(tmp_path, *TINY_BOOK, "split.pretrain_fraction=0.4", "split.expert_domain=d0", *overrides)
+    with pytest.raises(ConfigError, match=match):
+        Job(cfg)
+    assert not (tmp_path / "store" / "seeds").exists()  # refused before any training
+
+
+def test_bad_eval_input_is_refused_before_compute(tmp_path, monkeypatch):
+    import splitsweep.downstream as ds
+
+    _refused(tmp_path, "eval=phonebook_mc", "eval.tasks=[arc_eazy]", match="unknown lm-eval task 'arc_eazy'.*arc_easy")
+    # A standard task reads the hub: refused (offline) with the way to use a local copy.
+    monkeypatch.setattr(ds, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    _refused(tmp_path, "eval=phonebook_mc", "eval.tasks=[arc_easy]", match="arc_easy.*hub.*local_datasets")
+    # The same standard task pointed at a local copy (ARC's schema) loads offline; its text ("Question: ...")
+    # cannot be spelled by the phonebook's character tokenizer: a clear tokenizer error.
+    data = tmp_path / "arc_easy.jsonl"
+    data.write_text(json.dumps({"id": "1", "question": "kaba lid", "answerKey": "A",
+                                "choices": {"text": ["one", "two"], "label": ["A", "B"]}}) + "\n")
+    _refused(tmp_path, "eval=phonebook_mc", "eval.tasks=[arc_easy]", "+eval.local_datasets.arc_easy.dataset_path=json",
+             "+eval.local_datasets.arc_easy.dataset_name=null",
+             f"+eval.local_datasets.arc_easy.dataset_kwargs.data_files.test={data}",
+             match="arc_easy.*tokenizer.*alphabet")
