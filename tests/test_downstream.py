@@ -143,3 +143,49 @@ def test_bad_eval_input_is_refused_before_compute(tmp_path, monkeypatch):
              "+eval.local_datasets.arc_easy.dataset_name=null",
              f"+eval.local_datasets.arc_easy.dataset_kwargs.data_files.test={data}",
              match="arc_easy.*tokenizer.*alphabet")
+
+
+FSDP_SCRIPT = '''
+import json, sys
+sys.path.insert(0, {repo!r})
+from lm_eval.api.instance import Instance
+from splitsweep.data.phonebook import CharTokenizer
+from splitsweep.distributed import init_distributed, shard_model
+from splitsweep.lm_eval_adapter import SplitsweepLM, char_tokenizer
+from splitsweep.model import ModelSpec, build_model
+env = init_distributed("cpu")
+tok = CharTokenizer()
+model = shard_model(build_model(ModelSpec("t", 32, 2, 4, 4, 16), tok.vocab_size, 32, 0), env)
+lm = SplitsweepLM(model, char_tokenizer(tok), 32, env, batch_size=2)
+pairs = [("\\nmuha zev:", "666279"), ("\\nab:", "1"), ("", "\\nkaba"), ("\\nviha nud:", "138835"), ("\\nab", "a")]
+ll = lm.loglikelihood([Instance("loglikelihood", {{}}, p, 0) for p in pairs])
+gen = lm.generate_until([Instance("generate_until", {{}}, ("\\nmuha", {{"until": [":"], "max_gen_toks": 2 + i}}), 0)
+                         for i in range(3)])
+roll = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {{}}, ("\\nmuha zev:666279" * 3,), 0)])
+open(sys.argv[1] + f"_{{env.rank}}.json", "w").write(json.dumps({{"rank": env.rank, "ll": ll, "gen": gen, "roll": roll}}))
+'''
+
+
+def test_adapter_under_fsdp_matches_one_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    script = tmp_path / "fsdp_eval.py"
+    script.write_text(FSDP_SCRIPT.format(repo=str(REPO)))
+    out = {}
+    for n, launcher in ((1, [sys.executable]),
+                        (2, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
+        prefix = tmp_path / f"world{n}"
+        proc = subprocess.run(launcher + [str(script), str(prefix)], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[n] = [json.loads((tmp_path / f"world{n}_{r}.json").read_text()) for r in range(n)]
+    (single,), pair = out[1], out[2]
+    for r in pair:  # every rank returns the whole answer, equal to one process's
+        assert r["gen"] == single["gen"]
+        assert [x[1] for x in r["ll"]] == [x[1] for x in single["ll"]]
+        assert [x[0] for x in r["ll"]] == pytest.approx([x[0] for x in single["ll"]], abs=1e-4)
+        assert r["roll"] == pytest.approx(single["roll"], abs=1e-3)
