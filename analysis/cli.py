@@ -129,12 +129,12 @@ def _run(args) -> int:
         mix = domain_weights(rows)
         if args.compute_flops is not None:
             n_lo, n_hi = rows["n_params"].min(), rows["n_params"].max()
-            out = choose_model_size(result.fit, args.compute_flops, (n_lo / 10, n_hi * 100), accounting=args.accounting,
+            out = choose_model_size(result.split_fit, args.compute_flops, (n_lo / 10, n_hi * 100), accounting=args.accounting,
                                     mixture_weights=mix, weighting=args.weights, batch_tokens=batch)
         else:
-            out = choose_split(result.fit, args.n_params, args.budget_tokens, accounting=args.accounting,
+            out = choose_split(result.split_fit, args.n_params, args.budget_tokens, accounting=args.accounting,
                                mixture_weights=mix, weighting=args.weights, batch_tokens=batch)
-        out["law_chosen_because"] = result.why
+        out["law_chosen_because"] = result.split_why or result.why
         out["row_selection"] = args.selection
         path = atomic.write_json(args.out / "split.json", out)
     else:

@@ -23,7 +23,13 @@ class Analysis:
     scores: dict = field(default_factory=dict)        # law name -> mean held-out relative error
     chosen: str | None = None
     why: str = ""
+    split_law: str | None = None                      # the law that chooses the split (see analyze)
+    split_why: str = ""
     seconds: float = 0.0
+
+    @property
+    def split_fit(self) -> FitResult:
+        return self.fits[self.split_law] if self.split_law is not None else self.fit
 
     @property
     def fit(self) -> FitResult:
@@ -73,10 +79,23 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
         if law in result.failures:
             raise AnalysisError(f"law {law!r} cannot be fitted: {result.failures[law]}")
         result.chosen, result.why = law, f"law {law} chosen by the user"
-    if result.chosen and n_bootstrap:
-        fit = result.fits[result.chosen]
+    result.split_law, result.split_why = result.chosen, ""
+    if law == "auto" and result.chosen and not LAWS[result.chosen].split_aware:
+        # The best predictor cannot tell D from D', so it cannot answer the split question: the split
+        # comes from the best-validated law that can, and the report says so.
+        aware = {k: v for k, v in result.scores.items() if v is not None and LAWS[k].split_aware}
+        if aware:
+            result.split_law = min(aware, key=aware.get)
+            result.split_why = (f"{result.chosen} (held-out error {result.scores[result.chosen]:.2%}) cannot tell D "
+                                f"from D', so the split comes from {result.split_law}, the best-validated "
+                                f"split-aware law (held-out error {aware[result.split_law]:.2%})")
+    for name in dict.fromkeys([result.chosen, result.split_law]):
+        if name is None or not n_bootstrap:
+            continue
+        fit = result.fits[name]
         problem = Problem(fit.layout, LawInputs.from_table(rows, fit.domains), rows["eval_loss"].to_numpy(float))
         fit.boot_theta = bootstrap(fit, problem, rows, n_bootstrap, seed=seed, progress=progress)
     result.seconds = time.perf_counter() - t0
-    log_progress(f"fits done in {result.seconds:.1f} s; {result.why}", progress)
+    log_progress(f"fits done in {result.seconds:.1f} s; {result.why}"
+                 + (f"; {result.split_why}" if result.split_why else ""), progress)
     return result

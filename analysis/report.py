@@ -129,8 +129,9 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
     split = None
     notes = []
     if analysis.chosen is not None:
-        split = choose_split(analysis.fit, n_q, t_q, accounting=accounting, mixture_weights=mix_w,
+        split = choose_split(analysis.split_fit, n_q, t_q, accounting=accounting, mixture_weights=mix_w,
                              weighting=weighting, batch_tokens=batch)
+        split["law_chosen_because"] = analysis.split_why or analysis.why
         files["fit.json"] = analysis.fit_json()
         files["fit.json"]["all_laws"] = {k: analysis.fit_json(k) for k in analysis.fits}
         files["fit.json"]["not_fitted"] = analysis.failures
@@ -178,12 +179,15 @@ def _recommendation(doc: Doc, analysis: Analysis, split: dict | None, rows: pd.D
         doc.para("No law could be fitted to these results, so no split is recommended; the measured split "
                  "curves below are the evidence there is.")
         return
-    score = analysis.scores.get(analysis.chosen)
-    checks = analysis.checks.get(analysis.chosen, {})
+    law = analysis.split_law or analysis.chosen
+    score = analysis.scores.get(law)
+    checks = analysis.checks.get(law, {})
     worst = max((c["max_rel_error"] for c in checks.values() if "max_rel_error" in c), default=None)
-    valid = (f"the {analysis.chosen} fit predicted runs it never saw to within {score:.2%} on average"
+    valid = (f"the {law} fit predicted runs it never saw to within {score:.2%} on average"
              + (f" ({worst:.2%} at worst)" if worst is not None else "")) if score is not None else \
-        f"the {analysis.chosen} fit could not be checked on held-out runs"
+        f"the {law} fit could not be checked on held-out runs"
+    if analysis.split_why:
+        valid += f" ({analysis.split_why})"
     unit = "tokens per expert path" if split["accounting"] == "per-path" else \
         f"tokens in all (one seed shared by {split['k_experts']} experts)"
     if split["split_blind"]:
@@ -317,7 +321,7 @@ def _predicted(doc: Doc, analysis: Analysis, rows: pd.DataFrame, mix_w: dict, we
 
 
 def _optimal(doc: Doc, analysis: Analysis, rows, n_q, t_q, accounting, mix_w, weighting, split):
-    fit = analysis.fit
+    fit = analysis.split_fit
     doc.section("Optimal split")
     weights = split_weights(fit, mix_w, weighting)
     budget = Budget(n_q, t_q, accounting, len(fit.domains))
