@@ -36,7 +36,7 @@ def summarize(rows):
     out = {}
     for f in sorted({r["pretrain_tokens"] / (r["pretrain_tokens"] + r["special_tokens"]) for r in rows}):
         at = [r for r in rows if np.isclose(r["pretrain_tokens"] / (r["pretrain_tokens"] + r["special_tokens"]), f)]
-        own = [r["recall_accuracy"] for r in at if r["expert_domain"] == r["eval_domain"]]
+        own = [r["recall_accuracy"] for r in at if r["expert_domain"] == r["eval_domain"] != "mixture"]
         base = [r["recall_accuracy"] for r in at if r["expert_domain"] == "mixture" and r["eval_domain"] != "mixture"]
         out[round(f, 3)] = (float(np.mean(own)), float(np.mean(base)))
     return out
