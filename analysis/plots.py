@@ -155,3 +155,28 @@ def split_curve_plot(fractions, losses: dict, title: str) -> bytes:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def downstream_curves(df: pd.DataFrame) -> bytes | None:
+    """Benchmark accuracy against the pretrain fraction (left) and against training FLOPs (right), one panel
+    pair per task: each expert domain and the mixture baseline, with lm-eval's standard error as bars."""
+    if df.empty:
+        return None
+    tasks = sorted(df["task"].unique())
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(9, 3.2 * len(tasks)), squeeze=False)
+    for (ax_f, ax_c), task in zip(axes, tasks):
+        g = df[df["task"] == task]
+        for domain, s in g.groupby("expert_domain"):
+            s = s.sort_values(["pretrain_fraction", "flops"])
+            style = dict(ls="--", color="k") if domain == MIXTURE else dict(ls="-")
+            err = s["stderr"].astype(float).fillna(0.0)
+            ax_f.errorbar(s["pretrain_fraction"], s["value"], yerr=err, marker="o", ms=3, capsize=2,
+                          label=str(domain), **style)
+            ax_c.errorbar(s["flops"], s["value"], yerr=err, marker="o", ms=3, capsize=2, lw=0, elinewidth=1,
+                          label=str(domain), **({"color": "k"} if domain == MIXTURE else {}))
+        metric = g["metric"].iloc[0]
+        ax_f.set(xlabel="pretrain fraction D/(D+D')", ylabel=f"{task} {metric}")
+        ax_c.set(xlabel="training FLOPs (6N(D+D'))", xscale="log")
+        ax_f.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

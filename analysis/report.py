@@ -29,7 +29,7 @@ from .split import domain_weights as split_weights
 SECTIONS = (
     "Recommendation", "Data", "Measured split curves (no fit)", "Laws and held-out validation",
     "Fitted parameters", "Measured vs predicted", "Loss against D'", "Held-out extrapolation",
-    "Optimal split", "Predicted gain over pretraining only", "Notes",
+    "Optimal split", "Predicted gain over pretraining only", "Downstream accuracy", "Notes",
 )
 
 
@@ -105,7 +105,7 @@ def fmt(v, digits=4) -> str:
 def build_report(results, out_dir, budget_tokens: float | None = None, law: str = "auto", n_bootstrap: int = 20,
                  accounting: str = "per-path", *, n_params: float | None = None, selection: str = DEFAULT_SELECTION,
                  per_domain: bool = False, weighting="equal", batch_tokens: int | None = None, seed: int = 0,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, downstream=None) -> Path:
     """Fit, validate, choose the split and write the report into out_dir; returns the path of report.md.
 
     results: a sweep directory (its results.jsonl), a results file, or a DataFrame.
@@ -149,6 +149,7 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
         for title in SECTIONS[4:10]:
             doc.section(title)
             doc.para("No law could be fitted, so there is nothing to show here (see Laws and held-out validation).")
+    _downstream(doc, results, downstream)
     doc.section("Notes")
     for f in analysis.fits.values():
         notes += f.notes
@@ -245,6 +246,62 @@ def _measured(doc: Doc, table: pd.DataFrame):
                  "of best recall where measured.")
         doc.table(["N", "D+D'", "best D/(D+D')", "expert loss there", "mixture baseline loss",
                    "best recall fraction (accuracy)"], rows)
+
+
+def _downstream_rows(results, downstream) -> pd.DataFrame:
+    """lm-eval rows (splitsweep/downstream.py): `downstream` if given, else downstream.jsonl beside the results."""
+    if downstream is None and isinstance(results, (str, Path)):
+        base = Path(results)
+        candidate = (base if base.is_dir() else base.parent) / "downstream.jsonl"
+        downstream = candidate if candidate.exists() else None
+    if downstream is None:
+        return pd.DataFrame()
+    if isinstance(downstream, pd.DataFrame):
+        df = downstream
+    else:
+        import json
+        lines = Path(downstream).read_text().splitlines()
+        df = pd.DataFrame([json.loads(x) for x in lines if x.strip().startswith("{")])
+    if df.empty:
+        return df
+    df = df[df.get("status", "ok") == "ok"] if "status" in df else df
+    # One metric per task: accuracy where there is one, and the tasks themselves (groups are aggregates).
+    if "is_group" in df:
+        df = df[~df["is_group"].fillna(False).astype(bool)]
+    keep = []
+    for task, g in df.groupby("task"):
+        for metric in ("acc", "acc_norm", "exact_match"):
+            if (g["metric"] == metric).any():
+                keep.append(g[g["metric"] == metric])
+                break
+    if not keep:
+        return pd.DataFrame()
+    df = pd.concat(keep)
+    total = (df["pretrain_tokens"] + df["special_tokens"]).astype(float)
+    return df.assign(pretrain_fraction=np.where(total > 0, df["pretrain_tokens"] / total.where(total > 0, 1), 1.0))
+
+
+def _downstream(doc: Doc, results, downstream):
+    doc.section("Downstream accuracy")
+    df = _downstream_rows(results, downstream)
+    if df.empty:
+        doc.para("No lm-eval results (downstream.jsonl) beside these records: run the sweep with an `eval` config "
+                 "(e.g. eval=phonebook_mc) to measure benchmark accuracy. The law is fitted on loss only.")
+        return
+    doc.para("Zero-shot accuracy measured by lm-evaluation-harness for every expert and the mixture baseline, "
+             "against the pretrain fraction and against training compute; bars are lm-eval's standard errors. "
+             "These are measurements, not predictions: the law is fitted on loss.")
+    doc.figure("downstream.png", plots.downstream_curves(df), "accuracy by pretrain fraction and by compute")
+    rows = []
+    for (task, n, frac), g in df.groupby(["task", "n_params", "pretrain_fraction"]):
+        base = g[g["expert_domain"] == MIXTURE]
+        experts = g[g["expert_domain"] != MIXTURE]
+        best = experts.loc[experts["value"].idxmax()] if len(experts) else None
+        rows.append([task, fmt(n), f"{frac:.2f}",
+                     f"{best['value']:.3f} ± {float(best['stderr'] or 0):.3f} ({best['expert_domain']})"
+                     if best is not None else "—",
+                     f"{base['value'].iloc[0]:.3f} ± {float(base['stderr'].iloc[0] or 0):.3f}" if len(base) else "—"])
+    doc.table(["task", "N", "D/(D+D')", "best expert (domain)", "mixture baseline"], rows)
 
 
 def _laws(doc: Doc, analysis: Analysis):
