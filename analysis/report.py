@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from . import atomic, plots
-from .errors import AnalysisError
 from .fit import log_progress
 from .inputs import LawInputs
 from .io import DEFAULT_SELECTION, MIXTURE, SELECTIONS, batch_tokens_of, domain_weights, load_results, select_rows
@@ -380,7 +379,6 @@ def _predicted(doc: Doc, analysis: Analysis, rows: pd.DataFrame, mix_w: dict, we
 def _optimal(doc: Doc, analysis: Analysis, rows, n_q, t_q, accounting, mix_w, weighting, split):
     fit = analysis.split_fit
     doc.section("Optimal split")
-    weights = split_weights(fit, mix_w, weighting)
     budget = Budget(n_q, t_q, accounting, len(fit.domains))
     curves = {name: path_loss(f, Budget(n_q, t_q, accounting, len(f.domains)), GRID,
                               split_weights(f, mix_w, weighting), mix_w) for name, f in analysis.fits.items()}

@@ -109,7 +109,7 @@ def _report_online(run, project, entity, group, image_keys) -> str:
                                              wr.LinePlot(x="train/tokens", y=["train/lr"])]),
         wr.H1("Analysis"),
         wr.PanelGrid(runsets=[wr.Runset(entity=run.entity, project=project,
-                                        filters=f"Config('job_type') == 'analysis'")],
+                                        filters="Config('job_type') == 'analysis'")],
                      panels=[wr.MediaBrowser(media_keys=image_keys), wr.RunComparer()]),
     ]
     report.save()

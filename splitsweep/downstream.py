@@ -13,7 +13,6 @@ atomically and once per run_id, like `records.append_rows`.
 from __future__ import annotations
 
 import difflib
-import fcntl
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .plan import ConfigError
-from .records import read_rows
+from .records import append_rows, read_rows
 from .store import signature
 
 DOWNSTREAM_FILE = "downstream.jsonl"
@@ -58,26 +57,7 @@ def read_downstream(sweep_dir, run_id: str | None = None) -> list[dict]:
 
 def append_downstream(sweep_dir, rows: list[dict]) -> bool:
     """Append one run's rows unless that run_id already has downstream rows (one write under a lock)."""
-    if not rows:
-        return False
-    run_ids = {r["run_id"] for r in rows}
-    if len(run_ids) != 1:
-        raise ValueError(f"append_downstream takes the rows of one run, got run_ids {sorted(run_ids)}")
-    (run_id,) = run_ids
-    path = Path(sweep_dir) / DOWNSTREAM_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if any(r.get("run_id") == run_id for r in read_rows(path)):
-            return False
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return True
+    return append_rows(sweep_dir, rows, filename=DOWNSTREAM_FILE)
 
 
 # ------------------------------------------------------------------------------ phonebook task

@@ -10,7 +10,6 @@ same seed twice, and checkpoints are published by rename, so a half-written one 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 

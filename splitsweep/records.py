@@ -9,7 +9,6 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Iterable
 
 RESULTS_FILE = "results.jsonl"
 
@@ -42,8 +41,8 @@ COLUMNS = {
 }
 
 
-def append_rows(sweep_dir: str | os.PathLike, rows: list[dict]) -> bool:
-    """Append `rows` (all of one run_id) unless that run_id is already recorded.
+def append_rows(sweep_dir: str | os.PathLike, rows: list[dict], filename: str = RESULTS_FILE) -> bool:
+    """Append `rows` (all of one run_id) to `sweep_dir/filename` unless that run_id is already there.
 
     Returns True when the rows were written, False when the run was already there.
     """
@@ -53,7 +52,7 @@ def append_rows(sweep_dir: str | os.PathLike, rows: list[dict]) -> bool:
     if len(run_ids) != 1:
         raise ValueError(f"append_rows takes the rows of one run, got run_ids {sorted(run_ids)}")
     (run_id,) = run_ids
-    path = Path(sweep_dir) / RESULTS_FILE
+    path = Path(sweep_dir) / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
     with open(path.with_suffix(".lock"), "a") as lock:

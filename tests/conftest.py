@@ -1,6 +1,5 @@
 import os
 
-import pytest
 
 # W&B is exercised by its own tests; elsewhere it would only add seconds per job.
 os.environ.setdefault("WANDB_MODE", "disabled")

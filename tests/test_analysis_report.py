@@ -2,7 +2,6 @@
 writes fit.json / split.json; nothing is written half; W&B collection up to the API boundary."""
 import sys
 import json
-import os
 
 import pytest
 

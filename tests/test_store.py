@@ -1,5 +1,4 @@
 """Locks and identities of the store; concurrent jobs train a shared seed once."""
-import json
 import os
 import subprocess
 import sys

@@ -24,7 +24,7 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 from omegaconf import OmegaConf
