@@ -47,20 +47,16 @@ def heldout(df: pd.DataFrame, law: Law, per_domain: bool = False, progress: bool
     n_vals = np.unique(df["n_params"])
     t_vals = np.unique(df["budget_tokens"])
     log_progress(f"{law.name}: held-out checks", progress)
-    if len(n_vals) >= 2:
-        res, tab = _one_split(df, df["n_params"] < n_vals[-1], law, per_domain, domains, "largest_N",
-                              f"N = {n_vals[-1]:.4g}")
-        results["largest_N"] = res
+    for check, column, values, label, skipped in (
+            ("largest_N", "n_params", n_vals, "N", "one model size in the data"),
+            ("largest_T", "budget_tokens", t_vals, "D + D'", "one budget D + D' in the data")):
+        if len(values) < 2:
+            results[check] = {"skipped": skipped}
+            continue
+        res, tab = _one_split(df, df[column] < values[-1], law, per_domain, domains, check,
+                              f"{label} = {values[-1]:.4g}")
+        results[check] = res
         tables.append(tab)
-    else:
-        results["largest_N"] = {"skipped": "one model size in the data"}
-    if len(t_vals) >= 2:
-        res, tab = _one_split(df, df["budget_tokens"] < t_vals[-1], law, per_domain, domains, "largest_T",
-                              f"D + D' = {t_vals[-1]:.4g}")
-        results["largest_T"] = res
-        tables.append(tab)
-    else:
-        results["largest_T"] = {"skipped": "one budget D + D' in the data"}
     if len(n_vals) < 2 and len(t_vals) < 2:
         runs = np.array(sorted(df["run_id"].unique()))
         fold_of_run = {r: i % KFOLD for i, r in enumerate(runs)}
