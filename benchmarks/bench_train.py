@@ -174,27 +174,22 @@ def make_variants(spec: ModelSpec, args, source, data, env) -> list[Variant]:
     gpt = GPT(source.vocab_size, args.seq_len, spec.dim, spec.n_layers, spec.n_heads, spec.ffn_hidden())
     assert gpt.non_embedding_params() == spec.non_embedding_params(), \
         (gpt.non_embedding_params(), spec.non_embedding_params())
-    gopt = torch.optim.AdamW(gpt.parameters(), lr=schedule.peak_lr, **opt_kw)
-    state["plain"] = 0
 
-    def run_plain(steps):
-        s = state["plain"]
-        state["plain"] = s + steps
-        return plain_loop(gpt, gopt, data, s, steps, lr_at, float(train_cfg.grad_clip))
+    def plain_variant(name, model):
+        # The same minimal loop for the plain GPT and (with --diag) for the torchtitan model.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.peak_lr, **opt_kw)
+        state[name] = 0
 
-    variants.append(Variant("plain", run_plain))
+        def run(steps):
+            s = state[name]
+            state[name] = s + steps
+            return plain_loop(model, optimizer, data, s, steps, lr_at, float(train_cfg.grad_clip))
 
+        return Variant(name, run)
+
+    variants.append(plain_variant("plain", gpt))
     if args.diag:
-        tt = build_model(spec, source.vocab_size, args.seq_len, seed=0)
-        topt = torch.optim.AdamW(tt.parameters(), lr=schedule.peak_lr, **opt_kw)
-        state["tt"] = 0
-
-        def run_tt(steps):
-            s = state["tt"]
-            state["tt"] = s + steps
-            return plain_loop(tt, topt, data, s, steps, lr_at, float(train_cfg.grad_clip))
-
-        variants.append(Variant("tt+plain", run_tt))
+        variants.append(plain_variant("tt+plain", build_model(spec, source.vocab_size, args.seq_len, seed=0)))
     return variants
 
 

@@ -10,6 +10,8 @@ same seed twice, and checkpoints are published by rename, so a half-written one 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
 from pathlib import Path
 
@@ -105,7 +107,9 @@ class Job:
         return final
 
     def _waiting(self, seconds: float) -> None:
-        if int(seconds) % 30 == 0 and seconds - int(seconds) < 0.5:
+        # The lock calls this at every poll; say so every 30 s.
+        if seconds >= getattr(self, "_next_wait_note", 0.0):
+            self._next_wait_note = seconds + 30.0
             print(f"[seed {self.plan.trajectory_id}] waiting {seconds:.0f}s for another job training it",
                   flush=True)
 
@@ -146,7 +150,6 @@ class Job:
             progress = self.trajectory_dir / PROGRESS
             if progress.exists() and ckpt.is_complete(progress) and \
                     int(ckpt.read_meta(progress)["step"]) <= plan.seed_steps:
-                import shutil
                 shutil.rmtree(progress, ignore_errors=True)
             with open(self.trajectory_dir / "segments.jsonl", "a") as f:  # audit trail of training done
                 f.write(json.dumps({"from_step": start_step, "to_step": plan.seed_steps,
@@ -249,7 +252,6 @@ class Job:
             append_downstream(self.sweep_dir, downstream)
             append_rows(self.sweep_dir, rows)
             self._mark("done", "")
-            import shutil
             shutil.rmtree(progress, ignore_errors=True)
         env.barrier()
         return rows
@@ -308,9 +310,8 @@ class Job:
                 "status": "ok",
             })
         for r in rows:
-            for k in ("eval_loss",):
-                if r[k] != r[k]:
-                    raise TrainingDiverged(f"eval loss on {r['eval_domain']} is NaN")
+            if not math.isfinite(r["eval_loss"]):
+                raise TrainingDiverged(f"eval loss on {r['eval_domain']} is {r['eval_loss']}")
         return rows
 
 
