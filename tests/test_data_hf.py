@@ -1,8 +1,9 @@
-"""data=hf on real text available offline: a small corpus of licences, man pages, Python sources and
-changelogs from this machine, read through the same `datasets.load_dataset` call a hub id uses."""
+"""data=hf on real text available offline: a small fixed corpus of licences, man pages, Python sources and
+changelogs (`tests/data/corpus/`, see its NOTES.md), read through the same `datasets.load_dataset` call a hub id uses."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from splitsweep.data import local_corpus
 from splitsweep.data import prepare as prep
 from splitsweep.data.tokenizer import load_tokenizer
 from splitsweep.plan import ConfigError, make_plan
@@ -18,12 +18,15 @@ from tests.helpers import REPO, TINY
 
 T = 4 * 32  # tokens per step of TINY (global_batch 4 x seq_len 32)
 KEEP = ["licenses", "manpages", "python"]
+CORPUS = REPO / "tests" / "data" / "corpus"
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
+    """The shipped corpus, copied so that no test can write beside it."""
     out = tmp_path_factory.mktemp("corpus")
-    local_corpus.build(out, mb_per_domain=0.05, shards=2, max_doc_bytes=2000)
+    for f in sorted(CORPUS.glob("corpus-*.jsonl")):
+        shutil.copyfile(f, out / f.name)
     return out
 
 

@@ -8,15 +8,18 @@ Domains (each document is a file, or a paragraph-aligned chunk of one):
   changelogs  /usr/share/doc/*/changelog*.gz (Debian and upstream changelogs)
 
 Output: JSON Lines shards `corpus-XX.jsonl` of {"text": ..., "meta": {"source": <domain>, "file": <path>}},
-domains interleaved round-robin, the sequence cut into consecutive shards. The same files give the same bytes (sorted paths, fixed caps).
+domains interleaved round-robin, the sequence cut into consecutive shards. The same files give the same bytes (sorted paths, fixed caps); a machine with other packages installed gives another corpus,
+so tests read the fixed copy in `tests/data/corpus/` instead.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import re
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -52,17 +55,31 @@ def _strip_roff(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
 
 
-def _files(domain: str) -> list[Path]:
-    if domain == "licenses":
-        return sorted(Path("/usr/share/common-licenses").glob("*")) + sorted(Path("/usr/share/doc").glob("*/copyright"))
-    if domain == "manpages":
-        return sorted(Path("/usr/share/man/man1").glob("*.gz"))
-    if domain == "python":
-        return sorted(p for p in Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")
-                      if "site-packages" not in p.parts and "test" not in p.parts and "tests" not in p.parts)
-    if domain == "changelogs":
-        return sorted(Path("/usr/share/doc").glob("*/changelog*.gz"))
-    raise ValueError(f"unknown local domain {domain!r}; known: {DOMAINS}")
+@dataclass(frozen=True)
+class Files:
+    """The files of one domain: `pattern` globbed under `root` (recursively for `**`), sorted, minus any path with
+    a part in `skip_parts`."""
+    root: str
+    pattern: str
+    skip_parts: tuple[str, ...] = ()
+
+    def paths(self) -> list[Path]:
+        return sorted(p for p in Path(self.root).glob(self.pattern)
+                      if p.is_file() and not set(p.relative_to(self.root).parts) & set(self.skip_parts))
+
+
+SOURCES: dict[str, tuple[Files, ...]] = {
+    "licenses": (Files("/usr/share/common-licenses", "*"), Files("/usr/share/doc", "*/copyright")),
+    "manpages": (Files("/usr/share/man/man1", "*.gz"),),
+    "python": (Files(sysconfig.get_paths()["stdlib"], "**/*.py", ("site-packages", "test", "tests")),),
+    "changelogs": (Files("/usr/share/doc", "*/changelog*.gz"),),
+}
+
+
+def _files(domain: str, sources: dict[str, tuple[Files, ...]]) -> list[Path]:
+    if domain not in sources:
+        raise ValueError(f"unknown local domain {domain!r}; known: {tuple(sources)}")
+    return [p for files in sources[domain] for p in files.paths()]
 
 
 def _chunks(text: str, max_doc_bytes: int) -> Iterator[str]:
@@ -82,16 +99,18 @@ def _chunks(text: str, max_doc_bytes: int) -> Iterator[str]:
         yield "\n\n".join(piece)
 
 
-def documents(domain: str, max_bytes: int, max_doc_bytes: int = 4000, min_doc_bytes: int = 200) -> Iterator[dict]:
+def documents(domain: str, max_bytes: int, max_doc_bytes: int = 4000, min_doc_bytes: int = 200,
+              sources: dict[str, tuple[Files, ...]] = SOURCES) -> Iterator[dict]:
     total, seen = 0, set()
-    for path in _files(domain):
+    for path in _files(domain, sources):
         text = _read(path)
         if domain == "manpages":
             text = _strip_roff(text)
         text = text.strip()
-        if hash(text) in seen:  # many packages ship identical copyright files
+        digest = hashlib.sha1(text.encode()).digest()
+        if digest in seen:  # many packages ship identical copyright files
             continue
-        seen.add(hash(text))
+        seen.add(digest)
         for doc in _chunks(text, max_doc_bytes):
             if len(doc) < min_doc_bytes:
                 continue
@@ -102,11 +121,11 @@ def documents(domain: str, max_bytes: int, max_doc_bytes: int = 4000, min_doc_by
 
 
 def build(out_dir: str | Path, mb_per_domain: float = 1.0, domains=DOMAINS, shards: int = 2,
-          max_doc_bytes: int = 4000) -> list[Path]:
+          max_doc_bytes: int = 4000, sources: dict[str, tuple[Files, ...]] = SOURCES) -> list[Path]:
     """Write the corpus as `shards` JSON Lines files; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    streams = [documents(d, int(mb_per_domain * 1e6), max_doc_bytes) for d in domains]
+    streams = [documents(d, int(mb_per_domain * 1e6), max_doc_bytes, sources=sources) for d in domains]
     rows: list[dict] = []
     while streams:
         alive = []
