@@ -1,9 +1,10 @@
 """`python -m analysis fit|split|report|collect ...` — a stable command line (other tools call these names).
 
-  fit RESULTS --law NAME|auto --out DIR             -> DIR/fit.json
+  fit RESULTS --law NAME|auto --out DIR             -> DIR/fit.json (only that file is written or replaced)
   split RESULTS --n-params N --budget-tokens T [--accounting per-path|shared-seed] [--law auto|NAME] --out DIR
         (or --compute-flops C instead of --n-params/--budget-tokens: N chosen too) -> DIR/split.json
   report RESULTS --out DIR [--budget-tokens T] [--n-params N] -> DIR/report.md, report.html, *.png, fit.json, split.json
+        (an earlier report's files in DIR that the new one does not rewrite are removed; no other file is)
   collect --wandb ENTITY/PROJECT [--group G] --out FILE.jsonl  -> the results table from W&B
   collect --wandb-offline DIR --out FILE.jsonl                 -> the same from offline runs under DIR
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from . import atomic
@@ -78,13 +80,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None):
+    # A warning about the input (e.g. a torn last line skipped) is for the user, like an error: one line.
+    print(f"warning: {_one_line(message)}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except AnalysisError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_warning
+        try:
+            return _run(args)
+        except AnalysisError as e:
+            # Bad input is one line on stderr and exit code 2, never a traceback.
+            print(f"error: {_one_line(e)}", file=sys.stderr)
+            return 2
 
 
 def _run(args) -> int:

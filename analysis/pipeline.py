@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .errors import AnalysisError
-from .fit import FitResult, Problem, bootstrap, fit_law, log_progress
+from .fit import FitResult, Layout, Problem, bootstrap, distinct_points, fit_law, log_progress
 from .inputs import LawInputs
-from .laws import LAWS, get_law
+from .laws import LAWS, get_law, specialize
 from .validate import heldout, heldout_score, pick_law
 
 
@@ -39,6 +39,8 @@ class Analysis:
 
     def fit_json(self, name: str | None = None) -> dict:
         name = name or self.chosen
+        if name is None:
+            return self.fit.summary()  # self.fit raises: no law could be fitted, and why
         out = self.fits[name].summary()
         out["heldout"] = self.checks.get(name, {})
         out["heldout_score"] = self.scores.get(name)
@@ -56,6 +58,7 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
     names = laws or (list(LAWS) if (law == "auto" or validate) else [law])
     if law != "auto" and law not in names:
         names = [law] + names
+    _require_enough_points(rows, names, per_domain)
     result = Analysis(rows=rows)
     for name in names:
         try:
@@ -99,3 +102,38 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
     log_progress(f"fits done in {result.seconds:.1f} s; {result.why}"
                  + (f"; {result.split_why}" if result.split_why else ""), progress)
     return result
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def points_needed(rows: pd.DataFrame, law, per_domain: bool = False) -> tuple[int, int]:
+    """(distinct points `law` needs, distinct points `rows` give): fit_law's identifiability test, no fit."""
+    x = LawInputs.from_table(rows)
+    layout = Layout(law, specialize(law, x), x.domains, per_domain)
+    return layout.size + 1, distinct_points(rows, layout.per_domain)
+
+
+def _require_enough_points(rows: pd.DataFrame, names: list, per_domain: bool) -> None:
+    """Too few rows for every law is one error about the data, not one 'not fitted' per law (and, with
+    nothing fitted, a KeyError or an empty report further on)."""
+    needs, have = {}, None
+    for name in names:
+        try:
+            needs[name], have = points_needed(rows, LAWS[name], per_domain)
+        except AnalysisError:
+            return  # fit_law will say what is wrong with this law; the others may fit
+    if not needs or any(need <= have for need in needs.values()):
+        return
+    models = rows["run_id"].nunique() if "run_id" in rows.columns else len(rows)
+    selection = rows.attrs.get("selection")
+    points = _plural(have, "distinct (N, D, D', role) point")
+    need = (f"it needs at least {needs[names[0]]}" if len(needs) == 1 else
+            f"the least demanding law needs at least {min(needs.values())} ("
+            + ", ".join(f"{k}: {v}" for k, v in needs.items()) + ")")
+    raise AnalysisError(
+        f"too few data for {'any law' if len(needs) > 1 else 'law ' + repr(names[0])}: "
+        f"{_plural(len(rows), 'row')} from {_plural(models, 'trained model')}, {points}"
+        + (f" (row selection {selection!r})" if selection else "")
+        + f"; {need}: add runs at more model sizes, budgets or splits")

@@ -2,6 +2,12 @@
 fit.json and split.json, all written whole or not at all (every figure and text is built in memory
 first; each file then goes through a temp file and os.replace).
 
+A report written where an earlier one is leaves none of the earlier one's files behind (a "no law could
+be fitted" report beside a stale fit.json would contradict itself): report.md is removed first, then the
+REPORT_FILES the new report does not write, then the new files are written and report.md last, so a
+report.md in the directory is always a complete report of its own files. Files not in REPORT_FILES
+(the user's, W&B's run directory) are never touched.
+
 Python API for the end-of-sweep Hydra callback:
     build_report(results, out_dir, budget_tokens=None, law="auto", n_bootstrap=20, accounting="per-path")
 """
@@ -29,6 +35,13 @@ SECTIONS = (
     "Recommendation", "Data", "Measured split curves (no fit)", "Laws and held-out validation",
     "Fitted parameters", "Measured vs predicted", "Loss against D'", "Held-out extrapolation",
     "Optimal split", "Predicted gain over pretraining only", "Downstream accuracy", "Notes",
+)
+
+# Every file build_report writes (figures by their Doc.figure names). Only these are ever removed.
+REPORT_FILES = (
+    "report.md", "report.html", "fit.json", "split.json", "measured_loss.png", "measured_recall.png",
+    "measured_vs_predicted.png", "loss_vs_special.png", "heldout.png", "split_curve.png",
+    "fraction_vs_budget.png", "fraction_vs_n.png", "downstream.png",
 )
 
 
@@ -163,6 +176,7 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
     # Everything is in memory now: write each file whole. report.md last, so its presence means done.
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_earlier_report(out, keep={*doc.figures, *files, "report.html"})
     for name, png in doc.figures.items():
         atomic.write_bytes(out / name, png)
     for name, obj in files.items():
@@ -171,6 +185,19 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
     path = atomic.write_text(out / "report.md", doc.markdown())
     log_progress(f"report written to {path} ({time.perf_counter() - t0:.1f} s)", progress)
     return path
+
+
+def _remove_earlier_report(out: Path, keep: set) -> None:
+    """Remove an earlier report's files that this one will not rewrite (those it rewrites are replaced
+    atomically), and the temp files of an earlier write that was killed. report.md goes first: until
+    the new one is written last, the directory holds no report.md to mistake for a finished report."""
+    unknown = keep - set(REPORT_FILES)
+    assert not unknown, f"add {sorted(unknown)} to REPORT_FILES, or a later report cannot remove them"
+    for name in REPORT_FILES:
+        if name == "report.md" or name not in keep:
+            (out / name).unlink(missing_ok=True)
+        for tmp in out.glob(f".{name}.*.tmp"):  # atomic.write_bytes' temp names
+            tmp.unlink(missing_ok=True)
 
 
 def _recommendation(doc: Doc, analysis: Analysis, split: dict | None, rows: pd.DataFrame):

@@ -22,6 +22,12 @@ class SweepReport(Callback):
         except ImportError as err:  # the analysis package is optional for training
             print(f"splitsweep: report skipped ({err})", flush=True)
             return
-        out = build_report(results, sweep_dir / "report", budget_tokens=config.report.budget_tokens,
-                           n_bootstrap=int(config.report.n_bootstrap))
+        from analysis.errors import AnalysisError
+
+        try:
+            out = build_report(results, sweep_dir / "report", budget_tokens=config.report.budget_tokens,
+                               n_bootstrap=int(config.report.n_bootstrap))
+        except AnalysisError as err:  # too few runs for a law, a table analysis refuses: say so, keep the rows
+            print(f"splitsweep: no report: {err}", flush=True)
+            return
         print(f"splitsweep: report in {out}", flush=True)
