@@ -1,13 +1,25 @@
-"""Checkpoints as torch.distributed.checkpoint (DCP) directories, published atomically.
+"""Checkpoints as torch.distributed.checkpoint (DCP) directories: published atomically, verified on load.
 
-A checkpoint is `<dir>/` with DCP shards of {"model", "optim"} plus `meta.json`. It is written into a
-temporary sibling and renamed into place, so a reader sees a whole checkpoint or none; DCP reshards on
-load, so a seed trained on 2 ranks continues on 1 and the other way round.
+A checkpoint is a directory of DCP shards of {"model", "optim"} plus `meta.json`, written last, with the size
+and CRC-32 of every file. Each writer builds it in a private temporary sibling, flushes it to disk and renames
+it into place, so a reader sees a whole checkpoint or none, and two writers never share a file.
+
+Two kinds of places hold checkpoints:
+- a *fixed* checkpoint (`tokens_<D>` of a seed, `final` of an expert) is written once; a second writer of the
+  same identity keeps the first one;
+- a *slot* (`progress`) is refreshed during training: its versions are write-once directories `step_<n>-<id>`
+  inside it, and `LATEST` names the current one (replaced atomically, old versions removed only after it moved).
+  A reader follows `LATEST` and never sees a version change under it.
+
+DCP reshards on load, so a seed trained on 2 ranks continues on 1 and the other way round.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import uuid
+import zlib
 from pathlib import Path
 
 import torch
@@ -21,26 +33,109 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from .distributed import DistEnv
-from .store import publish_dir, write_json_atomic
+from .store import private_tmp, publish_dir, write_json_atomic
 
 META = "meta.json"
+LATEST = "LATEST"
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint's files do not match the sizes and checksums its meta.json recorded."""
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _manifest(root: Path) -> dict[str, list[int]]:
+    return {str(p.relative_to(root)): [p.stat().st_size, _crc32(p)]
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != META}
+
+
+def resolve(path: Path) -> Path | None:
+    """The directory holding the checkpoint at `path` (a fixed checkpoint, or a slot's current version)."""
+    path = Path(path)
+    pointer = path / LATEST
+    if pointer.exists():
+        try:
+            version = path / json.loads(pointer.read_text())["version"]
+        except (ValueError, KeyError, OSError):
+            return None
+        return version if (version / META).exists() else None
+    return path if (path / META).exists() else None
 
 
 def is_complete(path: Path) -> bool:
-    return (path / META).exists()
+    return resolve(path) is not None
 
 
 def read_meta(path: Path) -> dict:
-    return json.loads((path / META).read_text())
+    where = resolve(path)
+    if where is None:
+        raise FileNotFoundError(f"no complete checkpoint at {path}")
+    return json.loads((where / META).read_text())
+
+
+def verify(path: Path) -> None:
+    """Raise CorruptCheckpoint unless every file matches its recorded size and CRC-32.
+
+    Checkpoints written before checksums were recorded are accepted as they are.
+    """
+    where = resolve(path)
+    if where is None:
+        raise CorruptCheckpoint(f"no complete checkpoint at {path}")
+    try:
+        expected = json.loads((where / META).read_text()).get("files")
+    except ValueError as err:
+        raise CorruptCheckpoint(f"{where / META} is not valid JSON: {err}") from None
+    if expected is None:
+        return
+    for name, (size, crc) in expected.items():
+        f = where / name
+        if not f.is_file():
+            raise CorruptCheckpoint(f"{f} is missing")
+        if f.stat().st_size != size:
+            raise CorruptCheckpoint(f"{f} has {f.stat().st_size:,} bytes, {size:,} were written")
+        if _crc32(f) != crc:
+            raise CorruptCheckpoint(f"{f} does not match its checksum")
+
+
+def is_good(path: Path) -> bool:
+    try:
+        verify(path)
+        return True
+    except CorruptCheckpoint:
+        return False
+
+
+def quarantine(path: Path) -> Path:
+    """Move a corrupt checkpoint (or slot) aside, so it is rebuilt; returns where it went."""
+    aside = path.with_name(f".{path.name}.corrupt-{uuid.uuid4().hex[:8]}")
+    os.rename(path, aside)
+    return aside
 
 
 def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, meta: dict,
-         env: DistEnv, tag: str) -> None:
-    """Write a checkpoint; `tag` must be equal on all ranks and unique to this writer."""
+         env: DistEnv, slot: bool = False, before_publish=None) -> None:
+    """Write a checkpoint at `path` (a fixed checkpoint, or with `slot=True` a new version of a slot).
+
+    `before_publish()` runs on rank 0 just before the checkpoint becomes visible (e.g. a lease check that
+    raises when this writer lost its lock): nothing is published if it raises.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{tag}.tmp")
+    if slot:
+        if env.is_main and (path / META).exists():  # a slot of the layout before versions: start afresh
+            remove(path)
+        tmp_name = f".tmp-{uuid.uuid4().hex}" if env.is_main else None
+        tmp_name = env.broadcast(tmp_name)
+        tmp = path / tmp_name
+    else:
+        tmp = env.broadcast(private_tmp(path) if env.is_main else None)
     if env.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     env.barrier()
     if optimizer is not None:
@@ -50,28 +145,63 @@ def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | 
         state = {"model": get_model_state_dict(model)}
     dcp.save(state, checkpoint_id=str(tmp))
     env.barrier()
+    error = None
     if env.is_main:
-        write_json_atomic(tmp / META, {**meta, "has_optimizer": optimizer is not None})
-        if path.exists():  # a periodic checkpoint slot being refreshed
-            old = path.with_name(f".{path.name}.{tag}.old")
-            path.rename(old)
-            tmp.rename(path)
+        try:
+            write_json_atomic(tmp / META, {**meta, "has_optimizer": optimizer is not None, "files": _manifest(tmp)})
+            if before_publish is not None:
+                before_publish()
+            if slot:
+                _publish_version(path, tmp, int(meta["step"]))
+            else:
+                publish_dir(tmp, path)
+        except BaseException as err:  # noqa: BLE001 - every rank must learn of it, then it is re-raised
+            shutil.rmtree(tmp, ignore_errors=True)
+            error = err
+    error = env.broadcast(error)  # every rank raises rank 0's error (a lost lease, a full disk)
+    if error is not None:
+        raise error
+
+
+def _publish_version(slot: Path, tmp: Path, step: int) -> None:
+    version = slot / f"step_{step:012d}-{uuid.uuid4().hex[:8]}"
+    publish_dir(tmp, version)
+    write_json_atomic(slot / LATEST, {"version": version.name})
+    for old in slot.iterdir():  # older versions, and debris of writers killed mid-write
+        if old.name not in (version.name, LATEST) and old.is_dir() and not old.name.startswith(".tmp-"):
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            publish_dir(tmp, path)
-    env.barrier()
+
+
+def clear_debris(slot: Path) -> None:
+    """Remove half-written versions of dead writers; call it holding the slot's lock."""
+    if slot.is_dir():
+        for tmp in slot.glob(".tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove(path: Path) -> None:
+    """Remove a checkpoint or a slot with all its versions."""
+    if path.exists():
+        aside = path.with_name(f".{path.name}.removed-{uuid.uuid4().hex[:8]}")
+        os.rename(path, aside)  # one rename: a reader never sees a half-removed checkpoint
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-    """Load weights (and optimizer state if `optimizer` is given and was saved); returns meta."""
-    meta = read_meta(path)
+    """Verify, then load weights (and optimizer state if `optimizer` is given and was saved); returns meta.
+
+    Raises CorruptCheckpoint when a file does not match what was written.
+    """
+    verify(path)
+    where = resolve(path)
+    meta = json.loads((where / META).read_text())
     if optimizer is not None and meta.get("has_optimizer"):
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-        dcp.load(state, checkpoint_id=str(path))
+        dcp.load(state, checkpoint_id=str(where))
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     else:
         state = {"model": get_model_state_dict(model)}
-        dcp.load(state, checkpoint_id=str(path))
+        dcp.load(state, checkpoint_id=str(where))
         set_model_state_dict(model, state["model"], options=StateDictOptions(strict=True))
     return meta

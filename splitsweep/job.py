@@ -25,8 +25,8 @@ from .downstream import DownstreamEval, append_downstream, read_downstream
 from .logger import RunLogger, check_logger
 from .model import build_model
 from .plan import ConfigError, Plan, git_sha, make_plan
-from .records import append_rows, read_rows
-from .store import FileLock, write_json_atomic
+from .records import append_rows, is_recorded, recorded_rows
+from .store import FileLock, LeaseLost, write_json_atomic
 from .train import Path as ExpertPath
 from .train import Preempted, StopFlag, Trainer, TrainingDiverged, check_world
 
@@ -58,6 +58,13 @@ def _seed_checkpoints(trajectory_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _clear_debris(directory: Path) -> None:
+    """Half-written checkpoints of killed writers; call it holding the directory's lock."""
+    for tmp in directory.glob(".*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    ckpt.clear_debris(directory / PROGRESS)
+
+
 def _stop_flag(cfg) -> StopFlag:
     return StopFlag().install() if cfg.train.get("handle_signals", True) else StopFlag()
 
@@ -87,42 +94,84 @@ class Job:
         if plan.seed_steps == 0:
             return None
         final = self.trajectory_dir / f"{SEED_PREFIX}{plan.pretrain_tokens:015d}"
-        if ckpt.is_complete(final):
+        if ckpt.is_complete(final) and ckpt.is_good(final):
             return final
-        lock = None
         if env.is_main:
             self.trajectory_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.trajectory_dir / "trajectory.json", {
                 "trajectory_id": plan.trajectory_id, "model": plan.spec.name, "schedule": plan.schedule.name})
-            lock = FileLock(self.trajectory_dir / ".lock", stale_s=float(self.cfg.train.lock_stale_s),
-                            on_wait=self._waiting).acquire()
+        while True:
+            lease = self._lock(self.trajectory_dir / ".lock", f"seed {plan.trajectory_id}")
+            try:
+                if env.broadcast(self._needs_building(final) if env.is_main else None):
+                    self._train_seed(final, lease)
+                env.barrier()
+                return final
+            except LeaseLost as err:
+                self._lost(err)
+            finally:
+                if lease is not None:
+                    lease.release()
+
+    def _needs_building(self, checkpoint: Path) -> bool:
+        """Holding its lock: whether `checkpoint` must be (re)built; a corrupt one is moved aside first."""
+        _clear_debris(checkpoint.parent)
+        if not ckpt.is_complete(checkpoint):
+            return True
         try:
-            env.barrier()
-            if not ckpt.is_complete(final):
-                self._train_seed(final)
-        finally:
-            if lock is not None:
-                lock.release()
-        env.barrier()
-        return final
+            ckpt.verify(checkpoint)
+            return False
+        except ckpt.CorruptCheckpoint as err:
+            aside = ckpt.quarantine(checkpoint)
+            print(f"[{self.plan.run_id}] {err}; moved to {aside} and rebuilding it", flush=True)
+            return True
 
-    def _waiting(self, seconds: float) -> None:
+    def _lock(self, path: Path, what: str) -> FileLock | None:
+        """Rank 0 takes the lease on `path`; a stop signal while waiting for it preempts the job."""
+        if not self.env.is_main:
+            return None
+
+        def should_stop() -> None:
+            if self.stop.set:
+                raise Preempted(f"[{what}] stopped by signal {self.stop.signum} while waiting for {path}",
+                                signum=self.stop.signum, stop=self.stop)
+
+        self._next_wait_note = 0.0
+        return FileLock(path, stale_s=float(self.cfg.train.lock_stale_s), should_stop=should_stop,
+                        on_wait=lambda s: self._waiting(s, what)).acquire()
+
+    def _lost(self, err: LeaseLost) -> None:
+        if self.env.is_main:
+            print(f"[{self.plan.run_id}] {err}; nothing published, waiting for that job", flush=True)
+
+    def _waiting(self, seconds: float, what: str) -> None:
         # The lock calls this at every poll; say so every 30 s.
-        if seconds >= getattr(self, "_next_wait_note", 0.0):
+        if seconds >= self._next_wait_note:
             self._next_wait_note = seconds + 30.0
-            print(f"[seed {self.plan.trajectory_id}] waiting {seconds:.0f}s for another job training it",
-                  flush=True)
+            print(f"[{what}] waiting {seconds:.0f}s for another job working on it", flush=True)
 
-    def _train_seed(self, final: Path) -> None:
+    def _seed_start(self, model, optimizer) -> tuple[int, Path | None]:
+        """Load the largest good checkpoint of the trajectory at or below D; (its step, its path)."""
         plan, env = self.plan, self.env
-        start_step, start = 0, None
-        for step, path in _seed_checkpoints(self.trajectory_dir):
-            if step <= plan.seed_steps:
-                start_step, start = step, path
-        model, optimizer = _build(plan, env)
-        if start is not None:
-            ckpt.load(start, model, optimizer)
+        candidates = [(step, path) for step, path in _seed_checkpoints(self.trajectory_dir)
+                      if step <= plan.seed_steps]
+        for step, path in reversed(candidates):
+            try:
+                ckpt.load(path, model, optimizer)
+            except ckpt.CorruptCheckpoint as err:  # verified before anything is loaded: the model is untouched
+                env.barrier()
+                if env.is_main:
+                    aside = ckpt.quarantine(path)
+                    print(f"[{plan.run_id}] {err}; moved to {aside}, starting from the one below", flush=True)
+                continue
             _reapply_hparams(plan, optimizer)
+            return step, path
+        return 0, None
+
+    def _train_seed(self, final: Path, lease: FileLock | None) -> None:
+        plan, env = self.plan, self.env
+        model, optimizer = _build(plan, env)
+        start_step, start = self._seed_start(model, optimizer)
         label = f"seed {plan.spec.name} D={plan.pretrain_tokens:,}"
         if env.is_main:
             print(f"[{label}] training steps {start_step}..{plan.seed_steps}"
@@ -134,9 +183,12 @@ class Job:
                               {"trajectory_id": plan.trajectory_id})
         started = time.time()
 
+        check = lease.check if lease is not None else None
+
         def save(step: int, target: Path = self.trajectory_dir / PROGRESS) -> None:
             ckpt.save(target, model, optimizer, {"step": step, "tokens": step * plan.batch.tokens_per_step,
-                                                 "trajectory_id": plan.trajectory_id}, env, tag=plan.run_id)
+                                                 "trajectory_id": plan.trajectory_id}, env,
+                      slot=target.name == PROGRESS, before_publish=check)
 
         try:
             trainer.train(path, start_step, plan.seed_steps, label, checkpoint=save,
@@ -148,9 +200,8 @@ class Job:
         self.tokens_trained += trainer.tokens_trained
         if env.is_main:
             progress = self.trajectory_dir / PROGRESS
-            if progress.exists() and ckpt.is_complete(progress) and \
-                    int(ckpt.read_meta(progress)["step"]) <= plan.seed_steps:
-                shutil.rmtree(progress, ignore_errors=True)
+            if ckpt.is_complete(progress) and int(ckpt.read_meta(progress)["step"]) <= plan.seed_steps:
+                ckpt.remove(progress)
             with open(self.trajectory_dir / "segments.jsonl", "a") as f:  # audit trail of training done
                 f.write(json.dumps({"from_step": start_step, "to_step": plan.seed_steps,
                                     "tokens": trainer.tokens_trained, "run_id": plan.run_id,
@@ -179,16 +230,72 @@ class Job:
 
     def run(self) -> list[dict]:
         plan, env = self.plan, self.env
-        existing = read_rows(self.sweep_dir, run_id=plan.run_id)
-        if existing:
-            if self.downstream is not None and not read_downstream(self.sweep_dir, run_id=plan.run_id):
-                self._downstream_from_final(existing)
-            if env.is_main:
-                print(f"[{plan.run_id}] already recorded ({len(existing)} rows); nothing to do", flush=True)
-            return existing
+        while True:
+            if self._recorded():
+                return self._already_recorded()
+            self._check_run_dir()
+            env.barrier()
+            lease = self._lock(self.run_dir / ".lock", f"run {plan.run_id}")
+            try:
+                if self._recorded():  # finished by the job that held the lock before us
+                    continue
+                return self._run_locked(lease)
+            except LeaseLost as err:
+                self._lost(err)
+            finally:
+                if lease is not None:
+                    lease.release()
+
+    def _recorded(self) -> bool:
+        return bool(self.env.broadcast(is_recorded(self.sweep_dir, self.plan.run_id) if self.env.is_main else None))
+
+    def _already_recorded(self) -> list[dict]:
+        plan, env = self.plan, self.env
+        existing = recorded_rows(self.sweep_dir, plan.run_id)
+        if self.downstream is not None and not read_downstream(self.sweep_dir, run_id=plan.run_id):
+            self._downstream_from_final(existing)
+        if env.is_main:
+            print(f"[{plan.run_id}] already recorded ({len(existing)} rows); nothing to do", flush=True)
+        return existing
+
+    def _resume(self, model, optimizer, seed: Path | None) -> int:
+        """Load the furthest good state of this run (final, progress, or the seed); returns its step."""
+        plan, env = self.plan, self.env
+        final, progress = self.run_dir / "final", self.run_dir / PROGRESS
+        total = plan.seed_steps + plan.expert_steps
+        label = f"expert {plan.spec.name} D={plan.pretrain_tokens:,} D'={plan.special_tokens:,} {plan.expert_domain}"
+        for where in (final, progress):
+            if not ckpt.is_complete(where):
+                continue
+            try:
+                if where is final:
+                    ckpt.load(final, model, None)
+                    step = total
+                else:
+                    step = int(ckpt.load(progress, model, optimizer)["step"])
+            except ckpt.CorruptCheckpoint as err:  # verified before anything is loaded: the model is untouched
+                env.barrier()
+                if env.is_main:
+                    aside = ckpt.quarantine(where)
+                    print(f"[{label}] {err}; moved to {aside}, resuming from an earlier state", flush=True)
+                continue
+            if where is progress:
+                _reapply_hparams(plan, optimizer)
+                if env.is_main:
+                    print(f"[{label}] resuming at step {step}/{total} from {progress}", flush=True)
+            return step
+        if seed is None:
+            return 0
+        # wsd continues the seed's optimizer; the independent-cosine expert re-warms a fresh one.
+        ckpt.load(seed, model, optimizer if plan.schedule.name == "wsd" else None)
+        _reapply_hparams(plan, optimizer)
+        return plan.seed_steps
+
+    def _run_locked(self, lease: FileLock | None) -> list[dict]:
+        plan, env = self.plan, self.env
         started = time.time()
-        self._check_run_dir()
-        env.barrier()
+        if env.is_main:
+            _clear_debris(self.run_dir)
         try:
             seed = self.seed_checkpoint()
         except TrainingDiverged as err:
@@ -198,21 +305,8 @@ class Job:
         final, progress = self.run_dir / "final", self.run_dir / PROGRESS
         total = plan.seed_steps + plan.expert_steps
         label = f"expert {plan.spec.name} D={plan.pretrain_tokens:,} D'={plan.special_tokens:,} {plan.expert_domain}"
-        if ckpt.is_complete(final):
-            ckpt.load(final, model, None)
-            step = total
-        elif ckpt.is_complete(progress):
-            step = int(ckpt.load(progress, model, optimizer)["step"])
-            _reapply_hparams(plan, optimizer)
-            if env.is_main:
-                print(f"[{label}] resuming at step {step}/{total} from {progress}", flush=True)
-        elif seed is not None:
-            # wsd continues the seed's optimizer; the independent-cosine expert re-warms a fresh one.
-            ckpt.load(seed, model, optimizer if plan.schedule.name == "wsd" else None)
-            _reapply_hparams(plan, optimizer)
-            step = plan.seed_steps
-        else:
-            step = 0
+        step = self._resume(model, optimizer, seed)
+        check = lease.check if lease is not None else None
         trainer = Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, env,
                           float(self.cfg.train.grad_clip), self.stop)
         logger = self._logger(f"expert-{plan.run_id}", label, "expert", {"run_id": plan.run_id})
@@ -221,13 +315,14 @@ class Job:
                 path = ExpertPath(plan.seed_steps, plan.expert_steps, plan.expert_domain, plan.seed_offsets)
 
                 def save(at: int) -> None:
-                    ckpt.save(progress, model, optimizer, {"step": at, "run_id": plan.run_id}, env, tag=plan.run_id)
+                    ckpt.save(progress, model, optimizer, {"step": at, "run_id": plan.run_id}, env, slot=True,
+                              before_publish=check)
 
                 trainer.train(path, step, total, label, checkpoint=save,
                               checkpoint_every=int(self.cfg.train.checkpoint_every_steps), log=logger.log,
                               progress_every_s=float(self.cfg.train.progress_every_s))
                 self.tokens_trained += trainer.tokens_trained
-                ckpt.save(final, model, None, {"step": total, "run_id": plan.run_id}, env, tag=plan.run_id)
+                ckpt.save(final, model, None, {"step": total, "run_id": plan.run_id}, env, before_publish=check)
             rows = self.evaluate(trainer, time.time() - started)
             downstream = self._run_downstream(model, rows)
             # `results_json` holds the very rows appended to results.jsonl (a string: W&B's dumps round
@@ -247,12 +342,16 @@ class Job:
             if err.stop is None:
                 err.stop = self.stop
             raise
+        except LeaseLost:
+            logger.finish(exit_code=1)
+            raise
         logger.finish()
         if env.is_main:
+            lease.check()
             append_downstream(self.sweep_dir, downstream)
             append_rows(self.sweep_dir, rows)
             self._mark("done", "")
-            shutil.rmtree(progress, ignore_errors=True)
+            ckpt.remove(progress)
         env.barrier()
         return rows
 

@@ -1,14 +1,23 @@
 """The results table: one JSON line per (trained model, evaluated domain).
 
 Rows are the only thing `analysis/` reads from training, so their columns are a contract.
-Appends are atomic (one `write` under an exclusive lock, then fsync) and idempotent per `run_id`.
+
+Appends are whole lines or nothing, once per `run_id`: under an exclusive lock, every byte is written and
+flushed, or the file is cut back to where it was and the error raised. A small index beside the table,
+`.records/<table>/<run_id>.json` (the byte range of the run's rows), answers "is this run recorded?" without
+reading the table. The index is repaired from the table itself: rows appended by a writer killed before
+it indexed them are indexed by the next writer, and a torn last line (a writer killed mid-append, before
+this module wrote whole lines) is moved to `<table>.torn` so that the table stays parseable.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 from pathlib import Path
+
+from .store import write_json_atomic
 
 RESULTS_FILE = "results.jsonl"
 
@@ -37,14 +46,91 @@ COLUMNS = {
     "wall_s": "wall-clock seconds the job spent (seed share not included if reused)",
     "tokens_trained": "tokens this job actually trained (seed tokens included only if it trained them)",
     "epochs_max": "largest number of passes over any domain's training data (repetition)",
+    "batch_tokens": "tokens per optimizer step (global_batch x seq_len)",
     "status": "ok",
 }
+
+
+INDEX_DIR = ".records"
+
+
+class RecordWriteError(OSError):
+    """Rows could not be written whole (e.g. a full disk); the table was left as it was."""
+
+
+def _index_dir(table: Path) -> Path:
+    return table.parent / INDEX_DIR / table.stem
+
+
+def _is_row(obj) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("run_id"), str)
+
+
+@contextlib.contextmanager
+def _locked(table: Path):
+    table.parent.mkdir(parents=True, exist_ok=True)
+    with open(table.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _repair(table)
+        yield
+
+
+def _repair(table: Path) -> None:
+    """Holding the lock: cut a torn tail off the table, and index rows that no marker covers yet."""
+    if not table.exists():
+        return
+    index = _index_dir(table)
+    with open(table, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                data = f.read()
+                keep = data.rfind(b"\n") + 1
+                with open(table.with_name(table.name + ".torn"), "ab") as torn:
+                    torn.write(data[keep:] + b"\n")
+                f.truncate(keep)
+                os.fsync(f.fileno())
+                size = keep
+        covered_file = index / ".covered"
+        covered = json.loads(covered_file.read_text())["bytes"] if covered_file.exists() else 0
+        if covered > size:  # the table was edited or replaced by hand: index it again from the start
+            covered = 0
+        if covered == size:
+            return
+        f.seek(covered)
+        spans: dict[str, list[int]] = {}
+        offset = covered
+        for line in f.read(size - covered).splitlines(keepends=True):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if _is_row(row):
+                span = spans.setdefault(row["run_id"], [offset, 0, 0])
+                span[1], span[2] = offset + len(line) - span[0], span[2] + 1
+            offset += len(line)
+    for run_id, (start, length, n) in spans.items():
+        if not (index / f"{run_id}.json").exists():
+            write_json_atomic(index / f"{run_id}.json", {"offset": start, "length": length, "rows": n})
+    write_json_atomic(covered_file, {"bytes": size})
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError("write returned 0 bytes")
+        view = view[n:]
 
 
 def append_rows(sweep_dir: str | os.PathLike, rows: list[dict], filename: str = RESULTS_FILE) -> bool:
     """Append `rows` (all of one run_id) to `sweep_dir/filename` unless that run_id is already there.
 
-    Returns True when the rows were written, False when the run was already there.
+    Returns True when the rows were written, False when the run was already there. Raises
+    RecordWriteError, with the table unchanged, when they cannot all be written.
     """
     if not rows:
         return False
@@ -52,24 +138,59 @@ def append_rows(sweep_dir: str | os.PathLike, rows: list[dict], filename: str = 
     if len(run_ids) != 1:
         raise ValueError(f"append_rows takes the rows of one run, got run_ids {sorted(run_ids)}")
     (run_id,) = run_ids
-    path = Path(sweep_dir) / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
+    table = Path(sweep_dir) / filename
     payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if run_id in {r["run_id"] for r in read_rows(path)}:
+    with _locked(table):
+        marker = _index_dir(table) / f"{run_id}.json"
+        if marker.exists():
             return False
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(table, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, payload)
-            os.fsync(fd)
+            start = os.fstat(fd).st_size
+            try:
+                _write_all(fd, payload)
+                os.fsync(fd)
+            except OSError as err:
+                os.ftruncate(fd, start)  # whole lines or nothing
+                os.fsync(fd)
+                raise RecordWriteError(err.errno, f"could not record {len(rows)} rows of run {run_id} in "
+                                       f"{table}: {err.strerror or err}; the table is unchanged") from err
         finally:
             os.close(fd)
+        write_json_atomic(marker, {"offset": start, "length": len(payload), "rows": len(rows)})
+        write_json_atomic(_index_dir(table) / ".covered", {"bytes": start + len(payload)})
     return True
 
 
+def is_recorded(sweep_dir: str | os.PathLike, run_id: str, filename: str = RESULTS_FILE) -> bool:
+    """Whether `run_id` has rows in the table: one small file read, not the table."""
+    table = Path(sweep_dir) / filename
+    if (_index_dir(table) / f"{run_id}.json").exists():
+        return True
+    if not table.exists():
+        return False
+    with _locked(table):  # index what a killed writer left unindexed
+        return (_index_dir(table) / f"{run_id}.json").exists()
+
+
+def recorded_rows(sweep_dir: str | os.PathLike, run_id: str, filename: str = RESULTS_FILE) -> list[dict]:
+    """The rows of one recorded run, read from its byte range ([] when it is not recorded)."""
+    table = Path(sweep_dir) / filename
+    if not is_recorded(sweep_dir, run_id, filename):
+        return []
+    span = json.loads((_index_dir(table) / f"{run_id}.json").read_text())
+    with open(table, "rb") as f:
+        f.seek(span["offset"])
+        rows = [json.loads(line) for line in f.read(span["length"]).splitlines()]
+    if len(rows) != span["rows"] or any(r.get("run_id") != run_id for r in rows):
+        raise RuntimeError(f"the index of {table} does not match the table for run {run_id}; "
+                           f"remove {_index_dir(table)} to rebuild it")
+    return rows
+
+
 def read_rows(path: str | os.PathLike, run_id: str | None = None) -> list[dict]:
-    """Rows of a results file; a torn last line (a writer killed mid-write) is ignored."""
+    """Rows of a results file. Lines that are not rows (a torn last line, a foreign line without a
+    `run_id`) are skipped: `analysis` is the strict reader."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
@@ -81,6 +202,6 @@ def read_rows(path: str | os.PathLike, run_id: str | None = None) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if run_id is None or row.get("run_id") == run_id:
+        if _is_row(row) and (run_id is None or row["run_id"] == run_id):
             rows.append(row)
     return rows

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from splitsweep import checkpoint as ckpt
 from splitsweep.job import Job
 from splitsweep.records import COLUMNS, read_rows
 from tests.helpers import REPO, TINY, TOKENS_PER_STEP, compose_cfg, run_cli, segments
@@ -93,6 +94,13 @@ def test_cosine_schedule_is_recorded_and_seeds_are_not_shared_across_d(tmp_path)
     assert sorted((s["from_step"], s["to_step"]) for s in segments(tmp_path)) == [(0, 2), (0, 4)]
 
 
+def _step(slot) -> int | None:
+    try:
+        return int(ckpt.read_meta(slot)["step"])
+    except (FileNotFoundError, ValueError):  # a version replaced while we read it
+        return None
+
+
 def test_killed_job_resumes_from_its_checkpoint(tmp_path):
     args = ["model=llama_83k", *[a for a in TINY if not a.startswith("model=")], f"split.pretrain_tokens={4 * T}",
             f"split.special_tokens={60 * T}", "split.expert_domain=d2", "train.checkpoint_every_steps=5"]
@@ -103,9 +111,11 @@ def test_killed_job_resumes_from_its_checkpoint(tmp_path):
     progress = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        found = list((tmp_path / "killed" / "sweeps" / "test" / "runs").glob("*/progress/meta.json"))
-        if found and json.loads(found[0].read_text())["step"] >= 20:
-            progress = json.loads(found[0].read_text())["step"]
+        found = [p for p in (tmp_path / "killed" / "sweeps" / "test" / "runs").glob("*/progress")
+                 if ckpt.is_complete(p)]
+        step = _step(found[0]) if found else None
+        if step is not None and step >= 20:
+            progress = step
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
