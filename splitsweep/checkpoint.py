@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -169,7 +170,7 @@ def _publish_version(slot: Path, tmp: Path, step: int) -> None:
     write_json_atomic(slot / LATEST, {"version": version.name})
     for old in slot.iterdir():  # older versions, and debris of writers killed mid-write
         if old.name not in (version.name, LATEST) and old.is_dir() and not old.name.startswith(".tmp-"):
-            shutil.rmtree(old, ignore_errors=True)
+            remove(old)
 
 
 def clear_debris(slot: Path) -> None:
@@ -181,19 +182,37 @@ def clear_debris(slot: Path) -> None:
 
 def remove(path: Path) -> None:
     """Remove a checkpoint or a slot with all its versions."""
-    if path.exists():
-        aside = path.with_name(f".{path.name}.removed-{uuid.uuid4().hex[:8]}")
+    aside = path.with_name(f".{path.name.lstrip('.')}.removed-{uuid.uuid4().hex[:8]}")
+    try:
         os.rename(path, aside)  # one rename: a reader never sees a half-removed checkpoint
-        shutil.rmtree(aside, ignore_errors=True)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
     """Verify, then load weights (and optimizer state if `optimizer` is given and was saved); returns meta.
 
-    Raises CorruptCheckpoint when a file does not match what was written.
+    Raises CorruptCheckpoint when a file does not match what was written. A slot's version that is
+    replaced while it is read (a writer refreshing it) is read again at the new version.
     """
-    verify(path)
-    where = resolve(path)
+    for attempt in range(1000):
+        where = resolve(path)
+        if where is None:
+            if (path / LATEST).exists():
+                continue  # LATEST named a version that was replaced as we looked
+            raise FileNotFoundError(f"no complete checkpoint at {path}")
+        try:
+            return _load_version(where, model, optimizer)
+        except (Exception, CheckpointException):  # DCP's error is a BaseException
+            if where.exists():
+                raise
+            # the version was removed after LATEST moved on: read the new one
+    raise RuntimeError(f"{path} changed under every one of 1000 reads")
+
+
+def _load_version(where: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    verify(where)
     meta = json.loads((where / META).read_text())
     if optimizer is not None and meta.get("has_optimizer"):
         model_sd, optim_sd = get_state_dict(model, optimizer)

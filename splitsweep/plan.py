@@ -2,6 +2,9 @@
 and of the run. Every check here runs before any compute is spent."""
 from __future__ import annotations
 
+import difflib
+import math
+import re
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from .data import MIXTURE, TokenSource, build_source
 from .errors import ConfigError
 from .model import ModelSpec
-from .schedule import Schedule
+from .schedule import SCHEDULES, Schedule
 from .store import signature
 from .train import BatchSpec
 
@@ -46,6 +49,109 @@ def _whole_steps(name: str, tokens, tokens_per_step: int) -> int:
             f"{name}={tokens:,} is not a whole number of batches of {tokens_per_step:,} tokens "
             f"(global_batch x seq_len); nearest valid values: {lower:,} or {lower + tokens_per_step:,}")
     return tokens // tokens_per_step
+
+
+# ---------------------------------------------------------------------- value checks (before any compute)
+DEVICES = ("auto", "cpu", "cuda")  # what init_distributed tells apart: anything else would run on the CPU
+DATA_KINDS = ("phonebook", "hf")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_integer(name: str, value, minimum: int) -> int:
+    """`value` as an int >= `minimum`; a ConfigError naming the nearest valid values otherwise."""
+    if not _is_number(value) or not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}")
+    if value != int(value):
+        near = [n for n in (math.floor(value), math.ceil(value)) if n >= minimum] or [minimum]
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}; nearest valid "
+                          f"value{'s' if len(near) > 1 else ''}: {' or '.join(map(str, near))}")
+    if value < minimum:
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}; nearest valid value: {minimum}")
+    return int(value)
+
+
+def check_unit_interval(name: str, value) -> float:
+    """`value` in [0, 1]."""
+    if not _is_number(value) or not 0.0 <= value <= 1.0:
+        near = "" if not _is_number(value) or math.isnan(value) else f"; nearest valid value: {min(max(value, 0), 1):g}"
+        raise ConfigError(f"{name}={value!r} is outside [0, 1]{near}")
+    return float(value)
+
+
+def check_positive(name: str, value, default) -> float:
+    """`value` > 0 and finite (there is no nearest valid value: name the default instead)."""
+    if not _is_number(value) or not 0 < value < math.inf:
+        raise ConfigError(f"{name}={value!r} must be a number > 0 (the default is {default})")
+    return float(value)
+
+
+def check_sweep_name(value) -> str:
+    """A plain directory name: sweep_name is one component of paths.sweep_dir, never a path."""
+    name = str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+    if not _PLAIN_NAME.fullmatch(name) or name in (".", ".."):
+        plain = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value)).strip("._") or "default"
+        raise ConfigError(f"sweep_name={value!r} must be a plain name: letters, digits, '_', '-' and '.', "
+                          f"not '.' or '..', no '/'; e.g. sweep_name={plain}")
+    return name
+
+
+def _check_choice(name: str, value, valid: tuple[str, ...]) -> None:
+    if str(value) not in valid:
+        near = difflib.get_close_matches(str(value), valid, n=1)
+        raise ConfigError(f"{name}={value!r} is unknown; valid values: {', '.join(valid)}"
+                          + (f"; nearest valid value: {near[0]}" if near else ""))
+
+
+def _check_train(t) -> None:
+    for key in ("global_batch", "seq_len"):
+        check_integer(f"train.{key}", t[key], 1)
+    if t.get("micro_batch") is not None:
+        check_integer("train.micro_batch", t.micro_batch, 1)
+    _check_choice("train.schedule", t.schedule, SCHEDULES)
+    check_positive("train.lr", t.lr, 3.0e-3)
+    check_integer("train.warmup_steps", t.warmup_steps, 0)
+    check_unit_interval("train.min_lr_factor", t.min_lr_factor)
+    check_unit_interval("train.decay_fraction", t.get("decay_fraction", 1.0))
+    check_positive("train.grad_clip", t.grad_clip, 1.0)
+    o = t.optimizer
+    betas = list(o.betas) if OmegaConf.is_list(o.betas) else o.betas
+    if not isinstance(betas, list) or len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"train.optimizer.betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.95]")
+    check_positive("train.optimizer.eps", o.eps, 1.0e-8)
+    if not _is_number(o.weight_decay) or not 0 <= o.weight_decay < math.inf:
+        raise ConfigError(f"train.optimizer.weight_decay={o.weight_decay!r} must be a number >= 0; "
+                          f"nearest valid value: 0")
+    check_integer("train.checkpoint_every_steps", t.checkpoint_every_steps, 1)
+    check_integer("train.eval_batch", t.eval_batch, 1)
+    check_positive("train.progress_every_s", t.progress_every_s, 10)
+    check_positive("train.lock_stale_s", t.lock_stale_s, 120)
+    _check_choice("train.device", t.get("device", "auto"), DEVICES)
+    if t.get("threads") is not None:
+        check_integer("train.threads", t.threads, 1)
+
+
+def _check_data(d) -> None:
+    _check_choice("data.kind", d.kind, DATA_KINDS)
+    check_integer("data.data_seed", d.get("data_seed", 0), 0)
+    if d.kind == "phonebook":
+        check_integer("data.n_domains", d.n_domains, 1)
+        check_integer("data.entries_per_domain", d.entries_per_domain, 1)
+        check_integer("data.heldout_sequences", d.heldout_sequences, 1)
+    else:
+        check_integer("data.heldout_tokens", d.heldout_tokens, 1)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every plain value the job relies on, against its valid range, before any data is read or prepared:
+    a ConfigError naming the key, the bad value and the valid range (and the nearest valid value)."""
+    check_sweep_name(cfg.get("sweep_name"))
+    check_integer("seed", cfg.get("seed"), 0)
+    _check_train(cfg.train)
+    _check_data(cfg.data)
 
 
 @dataclass
@@ -118,6 +224,7 @@ def split_tokens(split, tokens_per_step: int) -> tuple[int, int]:
 
 
 def make_plan(cfg: DictConfig) -> Plan:
+    check_config(cfg)
     t = cfg.train
     spec = ModelSpec.from_config(cfg.model)
     micro = t.get("micro_batch")
@@ -169,8 +276,13 @@ def make_plan(cfg: DictConfig) -> Plan:
     run = {"trajectory": trajectory_id, "seed_steps": seed_steps, "expert_steps": expert_steps,
            "expert_domain": expert_domain, "min_lr_factor": schedule.min_lr_factor,
            "decay_fraction": schedule.decay_fraction, "version": STORE_VERSION}
+    return Plan(cfg, spec, source, schedule, batch, seed, seed_steps, expert_steps, expert_domain,
+                trajectory_id, signature(run), config_hash(cfg), seed_offsets, epochs_max)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved job config, without where its outputs go and how they are reported."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for volatile in ("paths", "logger", "report"):
         resolved.pop(volatile, None)
-    return Plan(cfg, spec, source, schedule, batch, seed, seed_steps, expert_steps, expert_domain,
-                trajectory_id, signature(run), signature(resolved), seed_offsets, epochs_max)
+    return signature(resolved)

@@ -24,10 +24,13 @@ has saved its checkpoint (see `splitsweep.train.StopFlag`). Seed jobs do the sam
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import os
+import socket
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -113,6 +116,7 @@ class Point:
     seed_job: Any = None
     attached: bool = False  # the job comes from an earlier launch (it was still queued or running)
     failure: str = ""
+    sweep_dir: str = ""  # paths.sweep_dir of the grid point: where its records go
 
 
 class SeedTask:
@@ -197,27 +201,6 @@ class _SeedsFirst(BaseSubmititLauncher):
             executor.update_parameters(name=name)
 
     # ------------------------------------------------------------------ planning
-    def _plan(self, idx: int, overrides: list[str]) -> Point:
-        from . import checkpoint as ckpt
-        from .job import SEED_PREFIX
-        from .plan import ConfigError, make_plan
-        from .records import read_rows
-
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        dirname = str(sweep_config.hydra.sweep.subdir)
-        cfg = _task_cfg(sweep_config)
-        try:
-            plan = make_plan(cfg)
-        except ConfigError as err:
-            print(f"splitsweep: error: grid point #{idx} ({' '.join(filter_overrides(overrides))}): {err}\n"
-                  f"splitsweep: nothing was submitted", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-        seed = Path(cfg.paths.store) / "seeds" / plan.trajectory_id / f"{SEED_PREFIX}{plan.pretrain_tokens:015d}"
-        return Point(idx, overrides, dirname, plan.run_id, plan.trajectory_id,
-                     plan.pretrain_tokens if plan.seed_steps else 0,
-                     plan.seed_steps == 0 or ckpt.is_complete(seed),
-                     bool(read_rows(Path(cfg.paths.sweep_dir), run_id=plan.run_id)))
-
     def _attach_alive(self, sweep_dir: Path, points: list[Point]) -> None:
         """Grid points whose job from an earlier launch is still queued or running: wait for that job."""
         if self._EXECUTOR != "slurm":
@@ -249,7 +232,7 @@ class _SeedsFirst(BaseSubmititLauncher):
         if self._EXECUTOR == "local":  # local jobs are subprocesses of this one
             os.environ["PYTHONPATH"] = os.pathsep.join(
                 [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-        points = [self._plan(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
+        points = plan_grid(self.hydra_context, self.config, job_overrides, initial_job_idx, "submitted")
         self._attach_alive(sweep_dir, points)
         todo = [p for p in points if not p.done and not p.attached]
         done = [p for p in points if p.done]
@@ -377,7 +360,7 @@ class _SeedsFirst(BaseSubmititLauncher):
         return f"{what} {reason}; log: {job.paths.stderr}"
 
     def _returns(self, sweep_dir: Path, points: list[Point]) -> list[JobReturn]:
-        from .records import read_rows
+        from .records import recorded_rows
 
         returns, failures = [], []
         for p in points:
@@ -385,7 +368,7 @@ class _SeedsFirst(BaseSubmititLauncher):
             if p.done:
                 ret.status = JobStatus.COMPLETED
                 ret.return_value = [{"eval_domain": r["eval_domain"], "eval_loss": r["eval_loss"]}
-                                    for r in read_rows(sweep_dir, run_id=p.run_id)]
+                                    for r in recorded_rows(sweep_dir, p.run_id)]
             elif not p.failure and p.job is not None and self._succeeded(p.job):
                 ret = p.job.results()[0]
             else:
@@ -406,22 +389,82 @@ class _SeedsFirst(BaseSubmititLauncher):
         return returns
 
     def _write_manifest(self, sweep_dir: Path, points: list[Point], seeds: list[dict]) -> None:
-        entry = {
-            "time": time.time(), "launcher": self._EXECUTOR, "argv": sys.argv,
-            "submitit_folder": str(self.params["submitit_folder"]),
-            "seeds": seeds,
-            "points": [{
-                "idx": p.idx, "overrides": filter_overrides(p.overrides), "dirname": p.dirname,
-                "run_id": p.run_id, "trajectory_id": p.trajectory_id, "seed_tokens": p.seed_tokens,
-                "state_at_launch": "recorded" if p.done else ("attached" if p.attached else "submitted"),
-                "job_id": p.job.job_id if p.job is not None else None,
-                "folder": str(p.job.paths.folder) if p.job is not None else None,
-                "seed_job_id": p.seed_job.job_id if p.seed_job is not None else None,
-                **(_log_paths(p.job) if p.job is not None else {}),
-            } for p in points],
-        }
-        with open(sweep_dir / MANIFEST, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        write_launch(sweep_dir, self._EXECUTOR, points, seeds, str(self.params["submitit_folder"]))
+
+
+# ---------------------------------------------------------------------- shared by every splitsweep launcher
+def plan_point(hydra_context, config: DictConfig, idx: int, overrides: list[str]) -> Point:
+    """Compose one grid point's config and plan it (raises ConfigError; may prepare data, as its job would)."""
+    from . import checkpoint as ckpt
+    from .job import SEED_PREFIX
+    from .plan import make_plan
+    from .records import is_recorded
+
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
+    dirname = str(sweep_config.hydra.sweep.subdir)
+    cfg = _task_cfg(sweep_config)
+    plan = make_plan(cfg)
+    seed = Path(cfg.paths.store) / "seeds" / plan.trajectory_id / f"{SEED_PREFIX}{plan.pretrain_tokens:015d}"
+    return Point(idx, overrides, dirname, plan.run_id, plan.trajectory_id,
+                 plan.pretrain_tokens if plan.seed_steps else 0,
+                 plan.seed_steps == 0 or ckpt.is_complete(seed),
+                 is_recorded(Path(cfg.paths.sweep_dir), plan.run_id),
+                 sweep_dir=str(cfg.paths.sweep_dir))
+
+
+def plan_grid(hydra_context, config: DictConfig, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+              nothing: str) -> list[Point]:
+    """Every grid point planned before anything of the launch starts. A configuration mistake stops the
+    launch with `splitsweep: error: grid point #i (overrides): ...` and `nothing was <nothing>`, exit 2."""
+    from .errors import ConfigError
+
+    points = []
+    for i, overrides in enumerate(job_overrides):
+        try:
+            points.append(plan_point(hydra_context, config, initial_job_idx + i, list(overrides)))
+        except ConfigError as err:
+            print(f"splitsweep: error: grid point #{initial_job_idx + i} ({' '.join(filter_overrides(overrides))}): "
+                  f"{err}\nsplitsweep: nothing was {nothing}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+    return points
+
+
+def write_launch(sweep_dir: Path, launcher: str, points: list[Point], seeds: Sequence[dict] = (),
+                 submitit_folder: str | None = None, to_run: str = "submitted") -> None:
+    """Add this launch to `launches.jsonl`: every grid point's index, overrides, job dir and run id (and job,
+    when a scheduler runs it), and the launching process. `python -m splitsweep.status` reads the whole grid
+    from it. `to_run` is the state_at_launch of the points this launch runs (`queued`: run by this process)."""
+    entry = {
+        "time": time.time(), "launcher": launcher, "argv": sys.argv, "host": socket.gethostname(),
+        "pid": os.getpid(), "submitit_folder": submitit_folder, "seeds": list(seeds),
+        "points": [{
+            "idx": p.idx, "overrides": filter_overrides(p.overrides), "dirname": p.dirname,
+            "run_id": p.run_id, "trajectory_id": p.trajectory_id, "seed_tokens": p.seed_tokens,
+            "state_at_launch": "recorded" if p.done else ("attached" if p.attached else to_run),
+            "job_id": p.job.job_id if p.job is not None else None,
+            "folder": str(p.job.paths.folder) if p.job is not None else None,
+            "seed_job_id": p.seed_job.job_id if p.seed_job is not None else None,
+            **(_log_paths(p.job) if p.job is not None else {}),
+        } for p in points],
+    }
+    _append_line(Path(sweep_dir) / MANIFEST, json.dumps(entry) + "\n")
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one line atomically: readers see the file without it or with all of it, never a torn line
+    (the whole file is rewritten and renamed over the old one, under a lock against concurrent launches)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = path.read_text() if path.exists() else ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "w") as f:
+            f.write(text + line)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 class SlurmLauncher(_SeedsFirst):

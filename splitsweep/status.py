@@ -1,13 +1,18 @@
 """`python -m splitsweep.status SWEEP_DIR`: every grid point of a sweep as done, running, pending or failed.
 
-Sources, in the order they decide:
+The grid is the one the launches planned: every splitsweep launcher (the default sequential one and the
+submitit ones) writes each launch's grid points (index, overrides, job directory, run id) to
+`launches.jsonl` before it runs or submits them, so a point not started yet is listed, as pending, and each
+point is labelled with its own overrides. Its state comes from, in the order they decide:
   1. the records (`results.jsonl`): a grid point with rows is done;
-  2. the scheduler: the job of the grid point's latest launch (`launches.jsonl`, written by splitsweep's
-     submitit launchers), asked through `squeue`/`sacct` (queued, requeued, running, failed, cancelled...);
-  3. the run directory (`runs/<run_id>/status.json`, progress checkpoints) and the Hydra job directory
-     (`jobs/*/.hydra`, its log): for launches without a scheduler (the basic or submitit_local launcher).
-Every failure comes with the path of its log. Re-running the sweep's command re-launches only the grid
-points without records (a recorded grid point is a no-op).
+  2. the scheduler: the job of the grid point's latest launch, asked through `squeue`/`sacct` (queued,
+     requeued, running, failed, cancelled...);
+  3. the launching process (the sequential launcher runs the points in turn in that process), the run
+     directory (`runs/<run_id>/status.json`, progress checkpoints) and the Hydra job directory (`jobs/*/.hydra`,
+     its log).
+Read-only: nothing is planned and no data is read (sweeps from before launches.jsonl listed every launch
+are matched to their run directories by config hash). Every failure comes with the path of its log.
+Re-running the sweep's command re-launches only the grid points without records.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -100,36 +106,79 @@ def latest_jobs(sweep_dir: Path) -> dict[str, dict]:
 
 
 def _hydra_job_dirs(sweep_dir: Path) -> dict[str, dict]:
-    """run_id -> {dirname, label, log} for the Hydra job directories (jobs/*/.hydra) of the sweep."""
+    """dirname (jobs/...) -> {label, log, job_dir, started} for the Hydra job directories of the sweep.
+    `started`: when the job last started (Hydra writes .hydra/config.yaml at every start)."""
     from omegaconf import OmegaConf
-
-    from .plan import make_plan
 
     out: dict[str, dict] = {}
     for hydra_dir in sorted(Path(sweep_dir).glob("jobs/*/.hydra")):
         job_dir = hydra_dir.parent
-        try:
-            cfg = OmegaConf.load(hydra_dir / "config.yaml")
-            run_id = make_plan(cfg).run_id
-        except Exception as err:  # noqa: BLE001 (a broken or foreign job dir: show it, do not crash)
-            run_id = f"?{job_dir.name[:40]}"
-            print(f"splitsweep.status: cannot plan {job_dir}: {err}", file=sys.stderr)
         label = job_dir.name
         try:
-            overrides = OmegaConf.load(hydra_dir / "overrides.yaml")
-            label = " ".join(str(o) for o in overrides)
-        except Exception:  # noqa: BLE001
+            label = " ".join(str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml"))
+        except Exception:  # noqa: BLE001 (a broken or foreign job dir: show it, do not crash)
             pass
         logs = sorted(job_dir.glob("*.log"))
-        out[run_id] = {"dirname": str(job_dir.relative_to(sweep_dir)), "label": label,
-                       "log": str(logs[0]) if logs else None, "job_dir": str(job_dir)}
+        out[str(job_dir.relative_to(sweep_dir))] = {
+            "label": label, "log": str(logs[0]) if logs else None, "job_dir": str(job_dir),
+            "started": _mtime(hydra_dir / "config.yaml")}
     return out
+
+
+def _legacy_run_id(info: dict, run_hashes: dict[str, str]) -> str:
+    """The run of a job directory no launch listed: the run dir with the same config hash (computed from
+    .hydra/config.yaml, nothing planned), else the job directory's own name."""
+    from omegaconf import OmegaConf
+
+    from .plan import config_hash
+
+    try:
+        return run_hashes[config_hash(OmegaConf.load(Path(info["job_dir"]) / ".hydra" / "config.yaml"))]
+    except Exception:  # noqa: BLE001 (unresolvable, or no run dir yet)
+        return f"?{Path(info['job_dir']).name}"
+
+
+def _run_hashes(sweep_dir: Path) -> dict[str, str]:
+    """config_hash -> run_id of the run directories."""
+    out = {}
+    for run_json in sorted((sweep_dir / "runs").glob("*/run.json")):
+        identity = _read_json(run_json)
+        if identity.get("config_hash"):
+            out[identity["config_hash"]] = run_json.parent.name
+    return out
+
+
+def _mtime(path) -> float | None:
+    try:
+        return Path(path).stat().st_mtime
+    except (OSError, TypeError):
+        return None
+
+
+def _alive(launch: dict) -> bool | None:
+    """Whether the process that made this launch still runs; None when that cannot be told from here."""
+    pid = launch.get("pid")
+    if not isinstance(pid, int) or launch.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _progress(run_dir: Path) -> tuple[int | None, float]:
     """(step of the newest progress checkpoint or None, newest mtime under the run dir)."""
     step, newest = None, 0.0
-    meta = run_dir / "progress" / "meta.json"
+    meta = run_dir / "progress" / "meta.json"  # a slot of the layout before versions
+    latest = run_dir / "progress" / "LATEST"  # checkpoint.LATEST, read here without importing torch
+    if latest.exists():
+        try:
+            meta = run_dir / "progress" / json.loads(latest.read_text())["version"] / "meta.json"
+        except (ValueError, KeyError, OSError):
+            pass
     if meta.exists():
         try:
             step = int(json.loads(meta.read_text())["step"])
@@ -155,22 +204,35 @@ def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float
     sweep_dir = Path(sweep_dir)
     history = launches(sweep_dir)
     points: dict[str, dict] = {}  # run_id -> what we know
+    by_dirname: dict[str, str] = {}
     for launch in history:
         for p in launch.get("points", []):
             known = points.setdefault(p["run_id"], {"sources": set()})
             known["sources"].add("launch")
             known["label"] = " ".join(p.get("overrides") or []) or p.get("dirname", "")
             known["dirname"] = p.get("dirname")
+            known["launch"] = launch  # the latest launch of this grid point
+            if p.get("dirname"):
+                by_dirname[p["dirname"]] = p["run_id"]
             if p.get("job_id"):
                 known["job"] = {**p, "launcher": launch.get("launcher")}
                 known.pop("not_submitted", None)
             elif p.get("state_at_launch") == "submitted":
                 known["not_submitted"] = True
-    for run_id, info in _hydra_job_dirs(sweep_dir).items():
+            elif p.get("state_at_launch") == "queued":  # run by the launching process itself, not a job
+                known.pop("job", None)
+                known.pop("not_submitted", None)
+    job_dirs = _hydra_job_dirs(sweep_dir)
+    run_hashes = None
+    for dirname, info in job_dirs.items():
+        run_id = by_dirname.get(dirname)
+        if run_id is None:
+            run_hashes = _run_hashes(sweep_dir) if run_hashes is None else run_hashes
+            run_id = _legacy_run_id(info, run_hashes)
         known = points.setdefault(run_id, {"sources": set()})
         known["sources"].add("hydra")
         known.setdefault("label", info["label"])
-        known.setdefault("dirname", info["dirname"])
+        known.setdefault("dirname", dirname)
         known["hydra"] = info
     for run_json in sorted((sweep_dir / "runs").glob("*/run.json")):
         run_id = run_json.parent.name
@@ -179,6 +241,7 @@ def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float
         if "label" not in known:
             split = _read_json(run_json).get("config", {}).get("split", {})
             known["label"] = " ".join(f"split.{k}={v}" for k, v in sorted(split.items()) if v is not None)
+    current = _current_points(history, points, sweep_dir)
 
     job_ids = [k["job"]["job_id"] for k in points.values() if "job" in k and k["job"].get("launcher") == "slurm"]
     seed_jobs = {}
@@ -205,6 +268,14 @@ def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float
         run_status = _read_json(run_dir / "status.json")
         job = known.get("job")
         hydra = known.get("hydra") or {}
+        launch = known.get("launch") or {}
+        # The sequential launcher runs its grid points in turn in the launching process: while that process
+        # lives, a point it has not started yet is pending, the one it started last is running, and an
+        # earlier one without records failed. None: not such a launch, or its process is on another host.
+        alive = _alive(launch) if launch.get("launcher") == "sequential" and not job else None
+        began = _started(known, run_dir) >= float(launch.get("time") or 0) - 1.0
+        if hydra.get("started") and float(run_status.get("time") or hydra["started"]) < hydra["started"]:
+            run_status = {}  # written by an earlier attempt: the job started again since
         if job:
             st.job_id = str(job["job_id"])
         stderr = job.get("stderr") if job else None
@@ -237,11 +308,20 @@ def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float
             else:
                 st.state, st.log = "failed", log
                 st.detail = f"{state}{at}" + (f": {run_status.get('message')}" if run_status.get("message") else "")
+        elif alive and not began:
+            st.detail = f"not started yet: its launch (pid {launch['pid']}) runs the grid points in turn"
         elif run_status.get("status") == "failed":
             st.state, st.detail, st.log = "failed", run_status.get("message", "failed"), log
         elif run_status.get("status") == "preempted" and now - touched > 60:
             st.state, st.log = "failed", log
             st.detail = f"stopped by a signal{at}; re-launching resumes from the checkpoint"
+        elif alive is not None and began:
+            if alive and current.get(id(launch)) == run_id:
+                st.state, st.detail = "running", (f"step {st.step}" if st.step is not None else "started")
+            else:
+                st.state, st.log = "failed", log
+                st.detail = ("started, no records; its launch went on to the next grid point" if alive else
+                             f"started, no records; its launch (pid {launch['pid']}) has ended") + at
         elif hydra or run_dir.exists():
             log_touched = max([touched] + [Path(p).stat().st_mtime for p in [hydra.get("log")] if p and Path(p).exists()])
             if now - log_touched < stale_s:
@@ -251,9 +331,35 @@ def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float
                 st.detail = f"started, no records, nothing written for {now - log_touched:.0f}s{at}"
         elif known.get("not_submitted"):
             st.detail = "not submitted"
+        elif alive is False:
+            st.detail = f"not started: its launch (pid {launch['pid']}) ended first"
+        elif launch:
+            st.detail = "not started"
         out.append(st)
     order = {s: i for i, s in enumerate(("failed", "running", "pending", "done"))}
     return sorted(out, key=lambda s: (order[s.state], s.label))
+
+
+def _started(known: dict, run_dir: Path) -> float:
+    """When the grid point's job last started: its Hydra job dir's config (written at every start), else the
+    last write to its run dir; 0 when it never did."""
+    return (known.get("hydra") or {}).get("started") or _progress(run_dir)[1]
+
+
+def _current_points(history: list[dict], points: dict[str, dict], sweep_dir: Path) -> dict[int, str]:
+    """id(launch) -> run_id of the grid point a sequential launch started last (since the launch began)."""
+    out = {}
+    for launch in history:
+        if launch.get("launcher") != "sequential":
+            continue
+        since, latest = float(launch.get("time") or 0) - 1.0, None
+        for p in launch.get("points", []):
+            started = _started(points.get(p["run_id"], {}), sweep_dir / "runs" / p["run_id"])
+            if started >= since and (latest is None or started > latest[0]):
+                latest = (started, p["run_id"])
+        if latest:
+            out[id(launch)] = latest[1]
+    return out
 
 
 def format_table(statuses: list[PointStatus], sweep_dir: Path) -> str:
@@ -265,13 +371,12 @@ def format_table(statuses: list[PointStatus], sweep_dir: Path) -> str:
         if detail:
             lines.append(f"{'':37} {detail}")
     lines.append(f"{len(statuses)} grid points: " + ", ".join(f"{counts[s]} {s}" for s in STATES))
-    missing = counts["failed"] + counts["pending"]
     history = launches(sweep_dir)
     if counts["failed"]:
         argv = history[-1].get("argv") if history else None
         again = f"`python -m splitsweep {' '.join(argv[1:])}`" if argv else "the sweep's command"
         lines.append(f"re-run {again} to re-launch only the grid points without records")
-    elif missing == 0 and statuses:
+    elif statuses and counts["done"] == len(statuses):
         lines.append("all grid points are recorded")
     return "\n".join(lines)
 

@@ -1,7 +1,21 @@
 """Hydra only instantiates launchers defined under the `hydra_plugins` package: these names are what
-conf/hydra/launcher/submitit_{slurm,local}.yaml point at. The code is in `splitsweep.slurm`."""
+conf/hydra/launcher/{sequential,submitit_slurm,submitit_local}.yaml point at. The code is in `splitsweep.slurm`
+(`plan_grid` and `write_launch` are shared by all three)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher as _BasicLauncher
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
 from splitsweep.slurm import LocalLauncher as _LocalLauncher
 from splitsweep.slurm import SlurmLauncher as _SlurmLauncher
+from splitsweep.slurm import plan_grid, write_launch
 
 
 class SlurmLauncher(_SlurmLauncher):
@@ -10,6 +24,48 @@ class SlurmLauncher(_SlurmLauncher):
 
 class LocalLauncher(_LocalLauncher):
     """splitsweep's seeds-first submitit launcher for local processes (see splitsweep/slurm.py)."""
+
+
+class SequentialLauncher(_BasicLauncher):
+    """The default (`hydra/launcher=sequential`): Hydra's basic launcher, grid points one after another in
+    this process, after planning every one of them. A bad value anywhere in the grid stops the launch before
+    any compute (exit 2), and the planned grid is written to launches.jsonl for `python -m splitsweep.status`."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.hydra_context is not None and self.config is not None
+        points = plan_grid(self.hydra_context, self.config, job_overrides, initial_job_idx, "run")
+        done = sum(p.done for p in points)
+        print(f"splitsweep: {len(points)} grid points checked: {done} already recorded, "
+              f"{len(points) - done} to run", flush=True)
+        if int(os.environ.get("RANK", "0") or 0) == 0:  # under torchrun every rank launches; rank 0 records it
+            by_dir: dict[str, list] = {}
+            for p in points:
+                by_dir.setdefault(p.sweep_dir, []).append(p)
+            for sweep_dir, group in by_dir.items():
+                write_launch(Path(sweep_dir), "sequential", group, to_run="queued")
+        return super().launch(job_overrides, initial_job_idx)
+
+
+class CheckSweepName(Callback):
+    """sweep_name names a directory: refuse a bad one before Hydra makes any directory from it (the run
+    directory, or the sweep directory and its multirun.yaml, exist before a job or launcher could check)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _check_sweep_name(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _check_sweep_name(config)
+
+
+def _check_sweep_name(config: DictConfig) -> None:
+    from splitsweep.errors import ConfigError
+    from splitsweep.plan import check_sweep_name
+
+    try:
+        check_sweep_name(config.get("sweep_name"))
+    except ConfigError as err:
+        print(f"splitsweep: error: {err}\nsplitsweep: nothing was run", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 import warnings as _warnings
