@@ -29,8 +29,13 @@ T = TOKENS_PER_STEP
 ENV1 = DistEnv(0, 1, 0, torch.device("cpu"))
 
 
+def cli_args(args) -> list[str]:
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) go before the overrides
+    return [*flags, *TINY, *(a for a in args if not a.startswith("-"))]
+
+
 def run_tiny(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_cli(root, *TINY, *args, env={"OMP_NUM_THREADS": "1"})
+    return run_cli(root, *cli_args(args), env={"OMP_NUM_THREADS": "1"})
 
 
 def cli_env(root: Path) -> dict:
@@ -39,7 +44,7 @@ def cli_env(root: Path) -> dict:
 
 
 def start(root: Path, *args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "splitsweep", *TINY, *args], cwd=REPO, env=cli_env(root),
+    return subprocess.Popen([sys.executable, "-m", "splitsweep", *cli_args(args)], cwd=REPO, env=cli_env(root),
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
