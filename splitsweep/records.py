@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 from pathlib import Path
 
 from .store import write_json_atomic
@@ -77,9 +78,10 @@ def _locked(table: Path):
 
 def _repair(table: Path) -> None:
     """Holding the lock: cut a torn tail off the table, and index rows that no marker covers yet."""
-    if not table.exists():
-        return
     index = _index_dir(table)
+    if not table.exists():
+        shutil.rmtree(index, ignore_errors=True)  # the table was removed: so is what it recorded
+        return
     with open(table, "r+b") as f:
         size = f.seek(0, os.SEEK_END)
         if size:
@@ -95,7 +97,8 @@ def _repair(table: Path) -> None:
                 size = keep
         covered_file = index / ".covered"
         covered = json.loads(covered_file.read_text())["bytes"] if covered_file.exists() else 0
-        if covered > size:  # the table was edited or replaced by hand: index it again from the start
+        if covered > size:  # the table was cut or replaced by hand: index it again from the start
+            shutil.rmtree(index, ignore_errors=True)
             covered = 0
         if covered == size:
             return
@@ -165,12 +168,17 @@ def append_rows(sweep_dir: str | os.PathLike, rows: list[dict], filename: str = 
 def is_recorded(sweep_dir: str | os.PathLike, run_id: str, filename: str = RESULTS_FILE) -> bool:
     """Whether `run_id` has rows in the table: one small file read, not the table."""
     table = Path(sweep_dir) / filename
-    if (_index_dir(table) / f"{run_id}.json").exists():
-        return True
-    if not table.exists():
+    marker = _index_dir(table) / f"{run_id}.json"
+    try:
+        span = json.loads(marker.read_text())
+        if table.stat().st_size >= span["offset"] + span["length"]:
+            return True
+    except (OSError, ValueError, KeyError):
+        pass
+    if not table.exists() and not marker.parent.exists():
         return False
-    with _locked(table):  # index what a killed writer left unindexed
-        return (_index_dir(table) / f"{run_id}.json").exists()
+    with _locked(table):  # index what a killed writer left unindexed; drop an index the table outlived
+        return marker.exists()
 
 
 def recorded_rows(sweep_dir: str | os.PathLike, run_id: str, filename: str = RESULTS_FILE) -> list[dict]:
