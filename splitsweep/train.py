@@ -132,11 +132,15 @@ class BatchSpec:
 
 @dataclass
 class Progress:
+    """Prints a progress line at the first update, then at most once every `every_s` seconds (and
+    whenever forced, e.g. at a segment's last step)."""
     label: str
     total_steps: int
     tokens_per_step: int
     every_s: float = 10.0
-    _last: float = field(default=0.0)
+    # -inf, not 0.0: time.monotonic() counts from boot on Linux, so with 0.0 the first line would wait
+    # until the machine had been up for `every_s` seconds.
+    _last: float = field(default=-math.inf)
     _t0: float = field(default_factory=time.monotonic)
     _tokens0: int = 0
 

@@ -15,6 +15,7 @@ TINY = [
     "model=llama_27k", "train.global_batch=4", "train.seq_len=32", "train.warmup_steps=2",
     "train.checkpoint_every_steps=2", "train.progress_every_s=1000", "train.eval_batch=8",
     "data.entries_per_domain=20", "data.heldout_sequences=2", "sweep_name=test",
+    "train.device=cpu",  # never a GPU the machine happens to have (conftest also hides them)
 ]
 
 

@@ -4,17 +4,22 @@ Load it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.slurm_cluster
 for the session-scoped ``slurm_cluster`` fixture and should be marked ``@pytest.mark.slurm``.
 
 The fixture runs ``tests/slurm/start.sh`` (which installs the Debian packages when they are missing, and
-reuses a cluster that already runs healthy), exports ``SLURM_CONF`` into ``os.environ`` for the session (so
-submitit's and Hydra's ``sbatch``/``sacct`` calls find the cluster), and yields a :class:`SlurmCluster`. At
-the end of the session it stops the daemons by PID (``tests/slurm/stop.sh``) only if this session started
-them, and only when no other pytest session on the machine is still using the same cluster.
+reuses a cluster that already runs healthy); when no other live pytest session uses that cluster, it
+cancels every job still queued (left by a session that was killed) and waits until they are gone. It
+exports ``SLURM_CONF`` into ``os.environ`` for the session (so submitit's and Hydra's ``sbatch``/``sacct``
+calls find the cluster), and yields a :class:`SlurmCluster`. At the end of the session it stops the daemons
+by PID (``tests/slurm/stop.sh``) only if this session started them, and only when no other pytest session
+on the machine is still using the same cluster. Sessions are tracked as root only, by marks holding each
+pytest process's boot id and start time (a killed session's mark counts for nothing, even once its PID is
+reused); as another user the fixture only uses a running cluster and cancels nothing.
 
 Environment:
   SPLITSWEEP_SLURM=0        skip every ``slurm`` test without trying to start anything
   SPLITSWEEP_SLURM_KEEP=1   leave the cluster running at the end (fast reruns while developing)
   SPLITSWEEP_SLURM_DIR, SPLITSWEEP_SLURM_PARTITION, SPLITSWEEP_SLURM_CPUS, ...: passed to start.sh
-When the cluster cannot be started here (not root, not Linux, no apt-get) the ``slurm`` tests are skipped
-with the reason, except under ``CI=true`` (or ``SPLITSWEEP_SLURM=1``), where that is an error.
+When the cluster cannot be started here (not root, not Linux, no apt-get, its ports taken by another
+program: set SPLITSWEEP_SLURM_PORT_BASE) the ``slurm`` tests are skipped with the reason, except under
+``CI=true`` (or ``SPLITSWEEP_SLURM=1``), where that is an error.
 """
 
 from __future__ import annotations
@@ -180,17 +185,24 @@ def _required() -> bool:
     return _truthy(os.environ.get("CI")) or _truthy(os.environ.get("SPLITSWEEP_SLURM"))
 
 
-def _alive(pid: int) -> bool:
+def _process_identity(pid: int) -> tp.Optional[str]:
+    """``<boot id>:<start time>`` of a live process: a PID alone may since name another process (PIDs are
+    reused, and a machine may have rebooted with /tmp kept). None when no such process lives (or a zombie)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not a user
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 20 or fields[0] == "Z":  # a zombie is not a user
+        return None
+    return f"{boot}:{fields[19]}"  # field 22 of stat: start time in clock ticks after boot
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return True
+        return b""
 
 
 @contextlib.contextmanager
@@ -207,8 +219,10 @@ def _locked(path: Path):
 class _Sessions:
     """Which pytest processes use the cluster, so that the last one out stops what a session started.
 
-    ``$state_dir/sessions/<pid>`` marks a user; ``sessions/stop-when-idle`` means "a session that started
-    the daemons has ended while others still used them: the last user stops them". All under a flock.
+    ``$state_dir/sessions/<pid>`` marks a user; it holds that process's identity (boot id and start time),
+    so a mark left by a killed session counts for nothing even once its PID is reused, and is removed.
+    ``sessions/stop-when-idle`` means "a session that started the daemons has ended while others still used
+    them: the last user stops them". All under a flock.
     """
 
     def __init__(self, state_dir: Path) -> None:
@@ -217,14 +231,69 @@ class _Sessions:
         self.me = self.dir / str(os.getpid())
         self.stop_flag = self.dir / "stop-when-idle"
 
+    @staticmethod
+    def _live(mark: Path, pid: int) -> bool:
+        identity = _process_identity(pid)
+        if identity is None:
+            return False
+        try:
+            recorded = json.loads(mark.read_text() or "{}").get("process")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded:
+            return recorded == identity
+        return b"pytest" in _cmdline(pid) or b"py.test" in _cmdline(pid)  # a mark written before identities
+
     def others(self) -> list[int]:
-        pids = [int(p.name) for p in self.dir.glob("[0-9]*")] if self.dir.exists() else []
-        return [p for p in pids if p != os.getpid() and _alive(p)]
+        """PIDs of the other live sessions; the marks of sessions that are gone are removed."""
+        live = []
+        for mark in sorted(self.dir.glob("[0-9]*")) if self.dir.exists() else []:
+            try:
+                pid = int(mark.name)
+            except ValueError:
+                continue
+            if pid == os.getpid():
+                continue
+            if self._live(mark, pid):
+                live.append(pid)
+            else:
+                mark.unlink(missing_ok=True)
+        return live
 
     def join(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.me.touch()
+        self.me.write_text(json.dumps({"pid": os.getpid(), "process": _process_identity(os.getpid()),
+                                       "argv": sys.argv[:8]}) + "\n")
         self.stop_flag.unlink(missing_ok=True)  # someone uses it again: whoever started it still owns it
+
+
+def _cancel_leftover_jobs(state_dir: Path, timeout: float = 90) -> tp.Optional[str]:
+    """Cancel every job in the queue (called when no other session uses the cluster: what is there was left
+    by a session that was killed, and would hold the node's CPUs and memory) and wait until the node is
+    free. Returns a line for the summary, or None when the queue was empty."""
+    env = {**os.environ, "SLURM_CONF": str(state_dir / "etc" / "slurm.conf")}
+
+    def queued() -> list[str]:
+        # squeue's default filter: every job not finished yet, completing ones included (as stop.sh uses it)
+        out = subprocess.run(["squeue", "-h", "-o", "%A"], env=env, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            pytest.fail(f"slurm_cluster: squeue failed ({out.returncode}): {out.stderr.strip()}")
+        return sorted({line.strip() for line in out.stdout.splitlines() if line.strip()}, key=lambda j: (len(j), j))
+
+    jobs = queued()
+    if not jobs:
+        return None
+    t0 = time.monotonic()
+    subprocess.run(["scancel", *jobs], env=env, capture_output=True, text=True, timeout=60)
+    left = jobs
+    while left and time.monotonic() - t0 < timeout:
+        time.sleep(0.5)
+        left = queued()
+    if left:
+        pytest.fail(f"slurm_cluster: jobs {' '.join(left)}, left by an earlier session, are still in the queue "
+                    f"{timeout:.0f}s after scancel; see {state_dir / 'log'}")
+    return f"slurm_cluster: cancelled {len(jobs)} job(s) left by an earlier session ({' '.join(jobs)}) in " \
+           f"{time.monotonic() - t0:.1f}s"
 
 
 def _run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -266,6 +335,10 @@ def slurm_cluster() -> tp.Iterator[SlurmCluster]:
             if proc.returncode != 0:
                 pytest.fail(report)
             started = proc.stdout.rstrip().endswith("SPLITSWEEP_SLURM_STARTED=1")
+            if not sessions.others():  # nobody else uses it: whatever is queued was left by a killed session
+                cancelled = _cancel_leftover_jobs(state_dir)
+                if cancelled:
+                    _SUMMARY.append(cancelled)
             sessions.join()
         _SUMMARY.append(
             f"slurm_cluster: {'started' if started else 'reused'} the cluster in {state_dir} in "

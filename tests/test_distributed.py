@@ -8,6 +8,9 @@ from tests.helpers import TINY, TOKENS_PER_STEP, run_cli, segments
 
 T = TOKENS_PER_STEP
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+# gloo picks its interface from the host name, which on some machines resolves to an address the ranks
+# cannot reach each other on: both ranks are on this machine, so loopback.
+TORCHRUN_ENV = {"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
 ARGS = [*TINY, f"split.pretrain_tokens={6 * T}", f"split.special_tokens={6 * T}", "split.expert_domain=d1",
         "train.checkpoint_every_steps=4"]
 
@@ -19,7 +22,7 @@ def by_domain(rows):
 def test_two_ranks_match_one_rank_and_record_once(tmp_path):
     # Tolerance: ranks reduce gradients in a different order than one process sums them; after 12
     # AdamW steps the held-out losses agree to ~1e-7 here. 1e-4 relative leaves room for other CPUs.
-    run_cli(tmp_path / "two", *ARGS, prefix=TORCHRUN, env={"OMP_NUM_THREADS": "1"})
+    run_cli(tmp_path / "two", *ARGS, prefix=TORCHRUN, env=TORCHRUN_ENV)
     run_cli(tmp_path / "one", *ARGS)
     two = read_rows(tmp_path / "two" / "sweeps" / "test")
     one = read_rows(tmp_path / "one" / "sweeps" / "test")

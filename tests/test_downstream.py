@@ -20,6 +20,17 @@ TINY_BOOK = ["model=llama_83k", "data.entries_per_domain=10", "split.budget_toke
 SPEC = ModelSpec("t", 32, 2, 4, 4, 16)
 
 
+@pytest.fixture(autouse=True)
+def _no_lm_eval_machine_report(monkeypatch):
+    """lm_eval.simple_evaluate adds a report of the machine to its results: torch's collect_env runs pip,
+    nvidia-smi, lscpu... (seconds, and whatever those programs do on this machine). splitsweep records none
+    of it (downstream rows take lm_eval's version from the package metadata), so the report is left out."""
+    import lm_eval.evaluator
+
+    monkeypatch.setattr(lm_eval.evaluator, "add_env_info",
+                        lambda storage: storage.update(pretty_env_info="not collected in the tests"))
+
+
 def _model(seq_len=32):
     tok = CharTokenizer()
     return build_model(SPEC, tok.vocab_size, seq_len, seed=0), char_tokenizer(tok)
@@ -179,8 +190,9 @@ def test_adapter_under_fsdp_matches_one_process(tmp_path):
     for n, launcher in ((1, [sys.executable]),
                         (2, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
         prefix = tmp_path / f"world{n}"
+        # GLOO_SOCKET_IFNAME: both ranks are on this machine; gloo's guess from the host name may not be.
         proc = subprocess.run(launcher + [str(script), str(prefix)], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
         assert proc.returncode == 0, proc.stderr[-3000:]
         out[n] = [json.loads((tmp_path / f"world{n}_{r}.json").read_text()) for r in range(n)]
     (single,), pair = out[1], out[2]

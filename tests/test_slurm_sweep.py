@@ -55,6 +55,21 @@ def popen_cli(root: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def training_started(log: Path, label: str = "[expert") -> bool:
+    """The job printed its first progress line (train.Progress prints it at the first step)."""
+    try:
+        text = log.read_text()
+    except FileNotFoundError:
+        return False
+    return any(label in line and "] step " in line for line in text.splitlines())
+
+
+# Steps of a job that must still be training when the test signals it: a job is signalled within a
+# fraction of a second of its first progress line, and 3000 steps of TINY take seconds even on a fast
+# machine (about 5 ms a step on one thread of a busy 2-core machine).
+LONG = 3000
+
+
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -156,9 +171,9 @@ def test_two_task_job_trains_one_model_with_fsdp(slurm_cluster, queue_clean, tmp
 
 @SLURM
 def test_preempted_job_resumes_from_its_checkpoint(slurm_cluster, queue_clean, tmp_path):
-    total = 400
+    total = LONG
     point = [f"split.budget_tokens={total * T}", "split.pretrain_fraction=0", "split.expert_domain=d2",
-             "train.checkpoint_every_steps=1000"]  # the only checkpoint is the one the signal asks for
+             f"train.checkpoint_every_steps={10 * total}"]  # the only checkpoint is the one the signal asks for
     queue_clean.append(tmp_path)
     proc = popen_cli(tmp_path, *slurm_args(slurm_cluster, *point))
     try:
@@ -167,8 +182,8 @@ def test_preempted_job_resumes_from_its_checkpoint(slurm_cluster, queue_clean, t
         job_id = last_launch(tmp_path)["points"][0]["job_id"]
         log = Path(last_launch(tmp_path)["points"][0]["stdout"])
         slurm_cluster.wait_for_state(job_id, ["RUNNING"], timeout=120)
-        wait_for(lambda: log.exists() and "[expert" in log.read_text(), 120, "the expert did not start training")
-        time.sleep(1.0)
+        # Signal as soon as training runs (its first step line): the job has thousands of steps to go.
+        wait_for(lambda: training_started(log), 120, "the expert did not start training", poll=0.05)
         slurm_cluster.run("scancel", "--signal=USR2", job_id)
         output, _ = proc.communicate(timeout=300)
     finally:
@@ -191,14 +206,21 @@ def test_preempted_job_resumes_from_its_checkpoint(slurm_cluster, queue_clean, t
 
 @SLURM
 def test_cancelled_job_is_failed_in_status_and_rerun_completes_only_it(slurm_cluster, queue_clean, tmp_path):
-    grid = [f"split.budget_tokens={300 * T}", "split.pretrain_fraction=0", "split.expert_domain=d0,d3"]
+    # Two grid points: a short one that completes, and the victim, long enough to be still training when it
+    # is cancelled (cancelled once its first step line is out, not merely RUNNING: a short job could finish
+    # between the two on a fast machine).
+    victim_budget = f"split.budget_tokens={LONG * T}"
+    grid = [f"split.budget_tokens={8 * T},{LONG * T}", "split.pretrain_fraction=0", "split.expert_domain=d3",
+            f"train.checkpoint_every_steps={10 * LONG}"]  # not TINY's every 2 steps: 1500 checkpoints
     queue_clean.append(tmp_path)
     proc = popen_cli(tmp_path, *slurm_args(slurm_cluster, *grid))
     try:
         wait_for((sweep_dir(tmp_path) / "launches.jsonl").exists, 120, "no launch written")
         points = last_launch(tmp_path)["points"]
-        victim = next(p for p in points if p["overrides"][1].endswith("d3") or "d3" in " ".join(p["overrides"]))
+        (victim,) = [p for p in points if victim_budget in p["overrides"]]
         slurm_cluster.wait_for_state(victim["job_id"], ["RUNNING"], timeout=120)
+        wait_for(lambda: training_started(Path(victim["stdout"])), 120, "the victim did not start training",
+                 poll=0.05)
         slurm_cluster.run("scancel", victim["job_id"])
         output, _ = proc.communicate(timeout=300)
     finally:

@@ -20,26 +20,30 @@ def test_signature_is_stable_and_order_free():
 
 
 def test_lock_excludes_and_breaks_stale_holders(tmp_path):
+    # Margins for a loaded machine: the holder keeps its lock longer than stale_s (so only its heartbeat,
+    # every stale_s / 4, keeps it), yet a heartbeat thread would have to stall for 3/4 of stale_s, over 2 s,
+    # for a contender to break a live lock.
+    stale_s, hold_s = 3.0, 4.0
     path = tmp_path / "x.lock"
-    held = FileLock(path, stale_s=0.5).acquire()
+    held = FileLock(path, stale_s=stale_s).acquire()
     got = []
 
     def contender():
-        with FileLock(path, stale_s=0.5, poll_s=0.02):
+        with FileLock(path, stale_s=stale_s, poll_s=0.02):
             got.append(time.monotonic())
 
     t = threading.Thread(target=contender)
     start = time.monotonic()
     t.start()
-    time.sleep(1.0)
-    assert not got  # the heartbeat keeps a live holder's lock fresh
+    time.sleep(hold_s)
+    assert not got  # the heartbeat keeps a live holder's lock fresh past stale_s
     held.release()
-    t.join(5)
-    assert got and got[0] - start >= 1.0
+    t.join(30)
+    assert got and got[0] - start >= hold_s
     # A holder that died (no heartbeat) is broken after stale_s.
     path.write_text("dead-host:1:x")
-    os.utime(path, (time.time() - 10, time.time() - 10))
-    with FileLock(path, stale_s=0.5, poll_s=0.02):
+    os.utime(path, (time.time() - 10 * stale_s, time.time() - 10 * stale_s))
+    with FileLock(path, stale_s=stale_s, poll_s=0.02):
         assert path.read_text() != "dead-host:1:x"
 
 

@@ -1,5 +1,13 @@
-"""Each job logs to W&B through the real wandb library: offline into the sweep dir by default."""
+"""Each job logs to W&B through the real wandb library: offline into the sweep dir by default.
+
+tests/conftest.py sets WANDB_MODE=disabled for the whole session: every test here sets the mode it needs.
+The `wandb` command is the one of the interpreter running the tests (`python -m wandb`), never whatever
+`wandb` comes first on PATH.
+"""
 import os
+import stat
+import sys
+from pathlib import Path
 
 from tests.helpers import TINY, TOKENS_PER_STEP, run_cli
 
@@ -7,15 +15,24 @@ T = TOKENS_PER_STEP
 ARGS = [*TINY, f"split.pretrain_tokens={2 * T}", f"split.special_tokens={2 * T}", "split.expert_domain=d0"]
 
 
+def path_with_our_wandb(tmp_path: Path) -> str:
+    """PATH with a `wandb` first that runs this interpreter's wandb (analysis/wandb_io.py looks it up
+    with shutil.which)."""
+    shim = tmp_path / "bin" / "wandb"
+    shim.parent.mkdir(exist_ok=True)
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m wandb "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return os.pathsep.join([str(shim.parent), os.environ.get("PATH", "")])
+
+
 def wandb_files(root):
     return sorted(p.name for p in (root / "sweeps" / "test").rglob("run-*.wandb"))
 
 
-def test_offline_runs_for_seed_and_expert_with_deterministic_ids(tmp_path):
-    env = {"WANDB_MODE": "", "WANDB_DIR": "", "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+def test_offline_runs_for_seed_and_expert_with_deterministic_ids(tmp_path, monkeypatch):
+    env = {"WANDB_MODE": "offline", "WANDB_CACHE_DIR": str(tmp_path / "cache"),
            "WANDB_CONFIG_DIR": str(tmp_path / "config")}
-    env = {k: v for k, v in env.items() if v} | {"WANDB_MODE": "offline"}
-    os.environ.pop("WANDB_DIR", None)
+    monkeypatch.delenv("WANDB_DIR", raising=False)  # the runs go into the sweep dir
     run_cli(tmp_path, *ARGS, "logger.mode=offline", env=env)
     files = wandb_files(tmp_path)
     assert len(files) == 2
@@ -34,7 +51,6 @@ def test_wandb_mode_disabled_wins(tmp_path):
 def test_table_collected_from_offline_runs_equals_the_records(tmp_path):
     import json
     import subprocess
-    import sys
 
     from tests.helpers import REPO
 
@@ -46,8 +62,9 @@ def test_table_collected_from_offline_runs_equals_the_records(tmp_path):
     sweep = tmp_path / "sweeps" / "test"
     out = tmp_path / "collected.jsonl"
     proc = subprocess.run([sys.executable, "-m", "analysis", "collect", "--wandb-offline", str(sweep / "wandb"),
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "PATH": path_with_our_wandb(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
     key = lambda r: (r["run_id"], r["eval_domain"])  # noqa: E731
     collected = sorted((json.loads(line) for line in out.read_text().splitlines()), key=key)
     recorded = sorted((json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()), key=key)
@@ -70,7 +87,6 @@ def test_online_without_key_or_server_fails_before_training(tmp_path):
 def test_report_is_logged_to_wandb_as_an_analysis_run(tmp_path):
     import json
     import subprocess
-    import sys
 
     from analysis.synthetic import phonebook_table
     from tests.helpers import REPO
@@ -86,9 +102,10 @@ def test_report_is_logged_to_wandb_as_an_analysis_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = list((tmp_path / "r").rglob("run-analysis-*.wandb"))
     assert len(files) == 1
-    dump = subprocess.run(["wandb", "leet", "inspect", "--json", str(files[0].parent)], capture_output=True,
-                          text=True).stdout
-    records = [json.loads(line) for line in dump.splitlines() if line.startswith("{")]
+    dump = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(files[0].parent)],
+                          capture_output=True, text=True, timeout=300)
+    assert dump.returncode == 0, dump.stderr[-3000:]
+    records = [json.loads(line) for line in dump.stdout.splitlines() if line.startswith("{")]
     kinds = {r["type"] for r in records}
     assert {"run", "summary", "history"} <= kinds
     run = next(r for r in records if r["type"] == "run")["run"]

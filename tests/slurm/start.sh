@@ -18,14 +18,15 @@
 # Knobs (environment; the SLURM_* namespace is left to Slurm itself, which reads many SLURM_* variables):
 #   SPLITSWEEP_SLURM_DIR        state dir: config, logs, sockets, spool, database   [/tmp/splitsweep-slurm]
 #   SPLITSWEEP_SLURM_PARTITION  partition name                                       [debug]
-#   SPLITSWEEP_SLURM_CPUS       CPUs advertised for the node (may exceed nproc)      [nproc, at least 2]
+#   SPLITSWEEP_SLURM_CPUS       CPUs advertised for the node (may exceed nproc)      [nproc --all, at least 2]
 #   SPLITSWEEP_SLURM_MEM_MB     RealMemory of the node in MB                         [as `slurmd -C` reports]
 #   SPLITSWEEP_SLURM_PORT_BASE  slurmctld=BASE, slurmd=BASE+1, slurmdbd=BASE+2, mariadb=BASE+3   [16817]
 #   SPLITSWEEP_SLURM_CRED_EXPIRE job-credential lifetime in s; also how long a requeued job is held [10]
 #
 # The last line of stdout is machine-readable: `SPLITSWEEP_SLURM_STARTED=1` when this call started the
 # daemons, `=0` when a healthy cluster was reused.  Exit status 2 means "cannot run here" (not root, no
-# apt-get, not Linux); 1 means a real failure (the tails of the logs are printed).
+# apt-get, not Linux, one of its ports taken by another program); 1 means a real failure (the tails of the
+# logs are printed).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -105,7 +106,10 @@ if [ -n "$missing" ]; then
 fi
 
 # ------------------------------------------------------------------------------------------- 2. config
-CPUS=${SPLITSWEEP_SLURM_CPUS:-$(nproc)}
+# nproc --all, and without OMP_*: plain GNU nproc honours OMP_NUM_THREADS / OMP_THREAD_LIMIT (the tests set
+# OMP_NUM_THREADS=2), and a different count here would mean a different slurm.conf, so a restart of a
+# cluster another session is using.
+CPUS=${SPLITSWEEP_SLURM_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc --all)}
 [ "$CPUS" -ge 2 ] || CPUS=2          # the multi-task (2-rank) path must fit on one node
 MEM=${SPLITSWEEP_SLURM_MEM_MB:-$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')}
 [ -n "$MEM" ] || MEM=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
@@ -193,7 +197,8 @@ if [ -f "$SLURM_CONF" ] || [ -d "$D/run" ]; then
 fi
 for port in $CTLD_PORT $SLURMD_PORT $DBD_PORT $DB_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port is in use by another program; set SPLITSWEEP_SLURM_PORT_BASE (uses BASE..BASE+3)"
+    cannot "port $port (127.0.0.1) is in use by another program; choose other ports with" \
+      "SPLITSWEEP_SLURM_PORT_BASE=N (the cluster uses N..N+3; now $PORT_BASE)"
   fi
 done
 # Job ids come from the controller state, and sacct matches jobs by id: wipe both or neither, so that
