@@ -5,10 +5,13 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .plan import ConfigError
 from .store import signature
+from .sweep_identity import check_sweep
 
 
 def job_dirname(overrides: str) -> str:
@@ -27,6 +30,8 @@ def task(cfg: DictConfig):
     from .train import Preempted
 
     try:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:  # a grid's launcher checked it
+            check_sweep(cfg.paths.sweep_dir, str(cfg.sweep_name), cfg)
         rows = run_job(cfg)
     except ConfigError as err:
         # A configuration mistake: say what is wrong, without a traceback, before any compute.

@@ -117,6 +117,7 @@ class Point:
     attached: bool = False  # the job comes from an earlier launch (it was still queued or running)
     failure: str = ""
     sweep_dir: str = ""  # paths.sweep_dir of the grid point: where its records go
+    cfg: Any = None  # the grid point's composed job config
 
 
 class SeedTask:
@@ -409,7 +410,7 @@ def plan_point(hydra_context, config: DictConfig, idx: int, overrides: list[str]
                  plan.pretrain_tokens if plan.seed_steps else 0,
                  plan.seed_steps == 0 or ckpt.is_complete(seed),
                  is_recorded(Path(cfg.paths.sweep_dir), plan.run_id),
-                 sweep_dir=str(cfg.paths.sweep_dir))
+                 sweep_dir=str(cfg.paths.sweep_dir), cfg=cfg)
 
 
 def plan_grid(hydra_context, config: DictConfig, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
@@ -417,6 +418,7 @@ def plan_grid(hydra_context, config: DictConfig, job_overrides: Sequence[Sequenc
     """Every grid point planned before anything of the launch starts. A configuration mistake stops the
     launch with `splitsweep: error: grid point #i (overrides): ...` and `nothing was <nothing>`, exit 2."""
     from .errors import ConfigError
+    from .sweep_identity import check_sweep, launch_axes
 
     points = []
     for i, overrides in enumerate(job_overrides):
@@ -426,6 +428,13 @@ def plan_grid(hydra_context, config: DictConfig, job_overrides: Sequence[Sequenc
             print(f"splitsweep: error: grid point #{initial_job_idx + i} ({' '.join(filter_overrides(overrides))}): "
                   f"{err}\nsplitsweep: nothing was {nothing}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
+    axes = launch_axes(job_overrides, (config.hydra.sweeper.get("params") or {}).keys())
+    try:
+        for p in points:
+            check_sweep(p.sweep_dir, str(p.cfg.sweep_name), p.cfg, axes)
+    except ConfigError as err:
+        print(f"splitsweep: error: {err}\nsplitsweep: nothing was {nothing}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     return points
 
 
