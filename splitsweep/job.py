@@ -406,6 +406,7 @@ class Job:
                 "seed": plan.seed, "config_hash": plan.config_hash, "seed_id": plan.trajectory_id,
                 "git_sha": git_sha(), "wall_s": round(wall_s, 3), "tokens_trained": self.tokens_trained,
                 "epochs_max": round(plan.epochs_max, 4), "batch_tokens": plan.batch.tokens_per_step,
+                "accounting": plan.accounting, "budget_tokens": plan.budget_tokens, "n_experts": plan.n_experts,
                 "status": "ok",
             })
         for r in rows:

@@ -170,6 +170,9 @@ class Plan:
     config_hash: str
     seed_offsets: np.ndarray
     epochs_max: float
+    accounting: str = "per_path"  # how the grid point's budget is read (split.accounting)
+    budget_tokens: int = 0  # T (per_path) or C (shared_seed) the point's split divides
+    n_experts: int = 1  # K, the experts sharing the seed under shared_seed
 
     @property
     def pretrain_tokens(self) -> int:
@@ -194,9 +197,30 @@ class Plan:
         return float(counts[self.source.domain_index(domain)] / counts.sum())
 
 
-def split_tokens(split, tokens_per_step: int) -> tuple[int, int]:
+ACCOUNTINGS = ("per_path", "shared_seed")
+
+
+def n_experts(split, n_domains: int) -> int:
+    """K, the experts that share one seed under shared_seed accounting: split.n_experts, else every domain."""
+    k = split.get("n_experts")
+    if k is None:
+        return n_domains
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"split.n_experts={k!r} must be a whole number >= 1 (null: one per data domain)")
+    return k
+
+
+def split_tokens(split, tokens_per_step: int, n_domains: int = 1) -> tuple[int, int]:
     """(D, D') in steps: from split.pretrain_fraction of split.budget_tokens when a fraction is set,
-    else from split.pretrain_tokens and split.special_tokens (budget_tokens only pairs with a fraction)."""
+    else from split.pretrain_tokens and split.special_tokens (budget_tokens only pairs with a fraction).
+
+    The budget is read in split.accounting: `per_path`, T = D + D' for each expert path; `shared_seed`, the total
+    C = D + K·D' of one seed shared by K experts (D = f·C, D' = (1 - f)·C / K), and the `mixture` baseline is one
+    model of C tokens (D' = (1 - f)·C), so that every grid point of a fraction spends the same compute.
+    """
+    accounting = str(split.get("accounting") or "per_path")
+    if accounting not in ACCOUNTINGS:
+        raise ConfigError(f"split.accounting={accounting!r} is unknown; valid values: {', '.join(ACCOUNTINGS)}")
     fraction = split.get("pretrain_fraction")
     if fraction is not None:
         if split.get("pretrain_tokens") is not None or split.get("special_tokens") is not None:
@@ -207,15 +231,19 @@ def split_tokens(split, tokens_per_step: int) -> tuple[int, int]:
         if isinstance(fraction, str) or not 0.0 <= float(fraction) <= 1.0:
             raise ConfigError(f"split.pretrain_fraction={fraction} is outside [0, 1]")
         budget_steps = _whole_steps("split.budget_tokens", split.budget_tokens, tokens_per_step)
+        k = n_experts(split, n_domains) if accounting == "shared_seed" and split.expert_domain != MIXTURE else 1
         seed_steps = float(fraction) * budget_steps
-        if abs(seed_steps - round(seed_steps)) > 1e-6:
-            low = int(seed_steps)
+        valid = [i for i in range(budget_steps + 1) if (budget_steps - i) % k == 0]
+        if abs(seed_steps - round(seed_steps)) > 1e-6 or round(seed_steps) not in valid:
+            low = max((i for i in valid if i <= seed_steps), default=valid[0])
+            high = min((i for i in valid if i > seed_steps), default=valid[-1])
+            per = f" with (1 - f)·T shared by {k} experts" if k > 1 else ""
             raise ConfigError(
-                f"split.pretrain_fraction={fraction} of split.budget_tokens={int(split.budget_tokens):,} is "
-                f"{seed_steps:.2f} batches of {tokens_per_step:,} tokens, not a whole number; nearest valid "
-                f"fractions: {low / budget_steps:g} or {(low + 1) / budget_steps:g}")
+                f"split.pretrain_fraction={fraction} of split.budget_tokens={int(split.budget_tokens):,}{per} is "
+                f"not a whole number of batches of {tokens_per_step:,} tokens; nearest valid "
+                f"fractions: {low / budget_steps:g} or {high / budget_steps:g}")
         seed_steps = int(round(seed_steps))
-        return seed_steps, budget_steps - seed_steps
+        return seed_steps, (budget_steps - seed_steps) // k
     if split.get("pretrain_tokens") is None or split.get("special_tokens") is None:
         raise ConfigError("set split.pretrain_tokens and split.special_tokens "
                           "(or split.budget_tokens and split.pretrain_fraction)")
@@ -240,7 +268,7 @@ def make_plan(cfg: DictConfig) -> Plan:
     if expert_domain != MIXTURE and expert_domain not in source.domains:
         raise ConfigError(f"split.expert_domain={expert_domain!r} is unknown; this data set's domains are "
                           f"{source.domains}, or '{MIXTURE}' for the no-split baseline")
-    seed_steps, expert_steps = split_tokens(cfg.split, batch.tokens_per_step)
+    seed_steps, expert_steps = split_tokens(cfg.split, batch.tokens_per_step, len(source.domains))
     if seed_steps + expert_steps == 0:
         raise ConfigError("split: D + D' is 0 tokens; nothing to train")
 
@@ -276,8 +304,13 @@ def make_plan(cfg: DictConfig) -> Plan:
     run = {"trajectory": trajectory_id, "seed_steps": seed_steps, "expert_steps": expert_steps,
            "expert_domain": expert_domain, "min_lr_factor": schedule.min_lr_factor,
            "decay_fraction": schedule.decay_fraction, "version": STORE_VERSION}
+    accounting = str(cfg.split.get("accounting") or "per_path")
+    k = n_experts(cfg.split, len(source.domains)) if accounting == "shared_seed" else 1
+    sharing = k if expert_domain != MIXTURE else 1  # D and D' given: C = D + K·D' (one model of C for the baseline)
+    budget = (int(cfg.split.budget_tokens) if cfg.split.get("pretrain_fraction") is not None
+              else (seed_steps + sharing * expert_steps) * batch.tokens_per_step)
     return Plan(cfg, spec, source, schedule, batch, seed, seed_steps, expert_steps, expert_domain,
-                trajectory_id, signature(run), config_hash(cfg), seed_offsets, epochs_max)
+                trajectory_id, signature(run), config_hash(cfg), seed_offsets, epochs_max, accounting, budget, k)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -285,4 +318,8 @@ def config_hash(cfg: DictConfig) -> str:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for volatile in ("paths", "logger", "report"):
         resolved.pop(volatile, None)
+    split = resolved.get("split") or {}
+    for key, default in (("accounting", "per_path"), ("n_experts", None)):  # added later: same hash as before
+        if key in split and split[key] == default:
+            split.pop(key)
     return signature(resolved)

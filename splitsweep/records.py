@@ -48,6 +48,9 @@ COLUMNS = {
     "tokens_trained": "tokens this job actually trained (seed tokens included only if it trained them)",
     "epochs_max": "largest number of passes over any domain's training data (repetition)",
     "batch_tokens": "tokens per optimizer step (global_batch x seq_len)",
+    "accounting": "how the budget was split: per_path (T = D + D' per expert path) or shared_seed (C = D + K·D')",
+    "budget_tokens": "the budget the grid point's split divides: T (per_path) or C (shared_seed)",
+    "n_experts": "K, the experts sharing one seed (1 under per_path)",
     "status": "ok",
 }
 

@@ -21,6 +21,8 @@ from .store import write_json_atomic
 
 SWEEP_FILE = "sweep.json"
 POINT_AXES = ("split",)
+# ...except how a budget is read: one sweep, one accounting.
+DEFINING_SPLIT = ("split.accounting", "split.n_experts")
 # Settings that do not change what a grid point measures.
 NOT_DEFINING = ("paths", "logger", "report", "hydra", "eval", "sweep_name", "train.threads", "train.device",
                 "train.micro_batch", "train.progress_every_s", "train.checkpoint_every_steps",
@@ -73,7 +75,8 @@ def check_sweep(sweep_dir: str | Path, sweep_name: str, cfg: DictConfig, axes: I
             allowed = axes | set(POINT_AXES)
             theirs = recorded["config"]
             differ = sorted(k for k in set(theirs) | set(mine)
-                            if not _under(k, allowed) and theirs.get(k, "<unset>") != mine.get(k, "<unset>"))
+                            if (not _under(k, allowed) or k in DEFINING_SPLIT)
+                            and theirs.get(k, "<unset>") != mine.get(k, "<unset>"))
             if differ:
                 shown = "; ".join(f"{k}: {theirs.get(k, '<unset>')!r} recorded, {mine.get(k, '<unset>')!r} now"
                                   for k in differ[:6])

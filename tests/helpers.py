@@ -16,6 +16,7 @@ TINY = [
     "train.checkpoint_every_steps=2", "train.progress_every_s=1000", "train.eval_batch=8",
     "data.entries_per_domain=20", "data.heldout_sequences=2", "sweep_name=test",
     "train.device=cpu",  # never a GPU the machine happens to have (conftest also hides them)
+    "split.accounting=per_path",  # the tests' budgets are per expert path; tests/test_accounting.py covers shared_seed
 ]
 
 
