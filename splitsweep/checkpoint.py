@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from .distributed import DistEnv
-from .store import private_tmp, publish_dir, write_json_atomic
+from .store import is_debris, private_tmp, publish_dir, write_json_atomic, writer_tag
 
 META = "meta.json"
 LATEST = "LATEST"
@@ -131,7 +131,7 @@ def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | 
     if slot:
         if env.is_main and (path / META).exists():  # a slot of the layout before versions: start afresh
             remove(path)
-        tmp_name = f".tmp-{uuid.uuid4().hex}" if env.is_main else None
+        tmp_name = f".tmp-{writer_tag()}" if env.is_main else None
         tmp_name = env.broadcast(tmp_name)
         tmp = path / tmp_name
     else:
@@ -144,7 +144,12 @@ def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | 
         state = {"model": model_sd, "optim": optim_sd}
     else:
         state = {"model": get_model_state_dict(model)}
-    dcp.save(state, checkpoint_id=str(tmp))
+    try:
+        dcp.save(state, checkpoint_id=str(tmp))
+    except (Exception, CheckpointException):
+        if env.is_main and before_publish is not None:
+            before_publish()  # a writer that lost its lock had its files cleared by the new holder: say that
+        raise
     env.barrier()
     error = None
     if env.is_main:
@@ -177,7 +182,8 @@ def clear_debris(slot: Path) -> None:
     """Remove half-written versions of dead writers; call it holding the slot's lock."""
     if slot.is_dir():
         for tmp in slot.glob(".tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
+            if is_debris(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def remove(path: Path) -> None:

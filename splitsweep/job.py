@@ -26,7 +26,7 @@ from .logger import RunLogger, check_logger
 from .model import build_model
 from .plan import ConfigError, Plan, git_sha, make_plan
 from .records import append_rows, is_recorded, recorded_rows
-from .store import FileLock, LeaseLost, write_json_atomic
+from .store import FileLock, LeaseLost, is_debris, write_json_atomic
 from .train import Path as ExpertPath
 from .train import Preempted, StopFlag, Trainer, TrainingDiverged, check_world
 
@@ -61,7 +61,10 @@ def _seed_checkpoints(trajectory_dir: Path) -> list[tuple[int, Path]]:
 def _clear_debris(directory: Path) -> None:
     """Half-written checkpoints of killed writers; call it holding the directory's lock."""
     for tmp in directory.glob(".*.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+        if is_debris(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in [*directory.glob(".*.old"), *directory.glob(".*.tmp")]:  # the layout before leases
+        shutil.rmtree(old, ignore_errors=True)
     ckpt.clear_debris(directory / PROGRESS)
 
 

@@ -49,9 +49,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def writer_tag() -> str:
+    """Names a temporary file or directory by its writer: `<host>-<pid>-<random>`."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def private_tmp(final: Path) -> Path:
     """A build directory beside `final` that no other writer uses (two writers of one output never share one)."""
-    return final.with_name(f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return final.with_name(f".{final.name}.tmp-{writer_tag()}")
+
+
+def is_debris(path: Path, max_age_s: float = 86400.0) -> bool:
+    """Whether a temporary named by `writer_tag` belongs to a writer that is gone: a dead process of this host,
+    or (another host's, which cannot be asked) one older than `max_age_s`. Names without a tag are debris."""
+    try:
+        host, pid, _ = path.name.rsplit("tmp-", 1)[1].rsplit("-", 2)
+        pid = int(pid)
+    except (IndexError, ValueError):
+        return True
+    if host == socket.gethostname():
+        return _pid_gone(pid)
+    try:
+        return time.time() - path.stat().st_mtime > max_age_s
+    except FileNotFoundError:
+        return False
 
 
 def publish_dir(tmp: Path, final: Path) -> bool:

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -226,6 +227,11 @@ def test_rows_appended_by_a_writer_killed_before_indexing_them_count_once(tmp_pa
 
 
 # ---------------------------------------------------------------- 3, 4. debris, two writers at once
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
 def test_debris_of_killed_writers_never_blocks_a_rerun(tmp_path):
     args = [f"split.pretrain_tokens={4 * T}", f"split.special_tokens={4 * T}", "split.expert_domain=d0"]
     run_tiny(tmp_path / "ref", *args)
@@ -236,11 +242,13 @@ def test_debris_of_killed_writers_never_blocks_a_rerun(tmp_path):
         (next((tmp_path / "ref" / "sweeps" / "test" / "runs").iterdir()) / "run.json").read_text())["run_id"]
     for debris in (traj / ".progress.abc123.old" / "x", traj / ".progress.abc123.tmp" / "y",
                    run_dir / ".progress.abc123.old" / "z", run_dir / ".final.tmp-h-1-ab" / "w",
-                   run_dir / "progress" / ".tmp-dead" / "v", traj / "progress" / ".tmp-dead" / "u"):
+                   run_dir / "progress" / ".tmp-dead" / "v", traj / "progress" / ".tmp-dead" / "u",
+                   run_dir / "progress" / f".tmp-{socket.gethostname()}-{dead_pid()}-abcd1234" / "t"):
         debris.parent.mkdir(parents=True, exist_ok=True)
         debris.write_text("half-written")
     run_tiny(root, *args)
     assert_same({k: v for k, v in losses(root).items() if k[2] == "d0"}, losses(tmp_path / "ref"))
+    assert not list(run_dir.glob("**/.tmp-*")) and not list(run_dir.glob(".*.old"))  # cleared by the holder
 
 
 def test_the_same_point_launched_three_times_at_once_trains_and_records_once(tmp_path):
