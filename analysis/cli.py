@@ -1,8 +1,12 @@
 """`python -m analysis fit|split|report|collect ...` — a stable command line (other tools call these names).
 
   fit RESULTS --law NAME|auto --out DIR             -> DIR/fit.json (only that file is written or replaced)
+        [--per-domain | --shared-coefficients]: default one coefficient set per domain (shared exponents) when
+        the data have more than one domain; identifiability warnings (fit.json "diagnostics") go to stderr
   split RESULTS --n-params N --budget-tokens T [--accounting per-path|shared-seed] [--law auto|NAME] --out DIR
+        [--extrapolate] [--coverage]
         (or --compute-flops C instead of --n-params/--budget-tokens: N chosen too) -> DIR/split.json
+        D*/T is searched within the measured fractions unless --extrapolate; warnings also go to stderr
   report RESULTS --out DIR [--budget-tokens T] [--n-params N] -> DIR/report.md, report.html, *.png, fit.json, split.json
         (an earlier report's files in DIR that the new one does not rewrite are removed; no other file is)
   collect --wandb ENTITY/PROJECT [--group G] --out FILE.jsonl  -> the results table from W&B
@@ -58,10 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit one law (or auto) and write fit.json")
     common(f, "auto")
     f.set_defaults(n_bootstrap=0)
+    f.add_argument("--shared-coefficients", "--no-per-domain", action="store_true",
+                   help="one set of coefficients for every domain (default: one per domain, exponents shared, "
+                        "whenever the data have more than one domain)")
     s = sub.add_parser("split", help="choose D* for a model size and budget; write split.json")
     common(s, "auto")
     question(s)
     s.add_argument("--compute-flops", type=float, help="compute budget C: N is chosen too (T = C / 6N)")
+    s.add_argument("--extrapolate", action="store_true",
+                   help="search D*/T over all fractions [0, 1], not only the measured ones (the result then "
+                        "warns when D*/T lies outside the measured fractions)")
+    s.add_argument("--coverage", action="store_true",
+                   help="also check the 80%% prediction intervals on the held-out runs (refits each held-out "
+                        "split with a bootstrap) and write their coverage into split.json")
     r = sub.add_parser("report", help="write the splitting report")
     common(r, "auto")
     question(r)
@@ -143,21 +156,51 @@ def _run(args) -> int:
         mix = domain_weights(rows)
         if args.compute_flops is not None:
             n_lo, n_hi = rows["n_params"].min(), rows["n_params"].max()
-            out = choose_model_size(result.split_fit, args.compute_flops, (n_lo / 10, n_hi * 100), accounting=args.accounting,
-                                    mixture_weights=mix, weighting=args.weights, batch_tokens=batch)
+            out = choose_model_size(result.split_fit, args.compute_flops, (n_lo / 10, n_hi * 100),
+                                    accounting=args.accounting, mixture_weights=mix, weighting=args.weights,
+                                    batch_tokens=batch, rows=rows, extrapolate=args.extrapolate)
         else:
             out = choose_split(result.split_fit, args.n_params, args.budget_tokens, accounting=args.accounting,
-                               mixture_weights=mix, weighting=args.weights, batch_tokens=batch)
+                               mixture_weights=mix, weighting=args.weights, batch_tokens=batch, rows=rows,
+                               extrapolate=args.extrapolate, seed=args.seed)
         out["law_chosen_because"] = result.split_why or result.why
         out["row_selection"] = args.selection
+        if args.coverage:
+            from .intervals import LEVEL, coverage_sentence, heldout_coverage
+            fit = result.split_fit  # the held-out refits use its layout (per-domain coefficients or not)
+            cov = heldout_coverage(rows, fit.law, per_domain=fit.layout.per_domain, level=LEVEL,
+                                   n_bootstrap=max(args.n_bootstrap, 2), seed=args.seed, progress=not args.quiet)
+            out["heldout_coverage"] = {"level": LEVEL, "checks": cov, "statement": coverage_sentence(cov, LEVEL)}
+        for w in out.get("warnings", []):
+            print(f"warning: {_one_line(w)}", file=sys.stderr)
         path = atomic.write_json(args.out / "split.json", out)
     else:
-        result = analyze(rows, args.law, per_domain=args.per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
+        if args.per_domain and args.shared_coefficients:
+            raise AnalysisError("--per-domain and --shared-coefficients contradict each other: give one")
+        # Neither flag: per-domain coefficients whenever the data have more than one domain.
+        per_domain = True if args.per_domain else False if args.shared_coefficients else None
+        result = analyze(rows, args.law, per_domain=per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
                          progress=not args.quiet)
         out = result.fit_json()
         if args.law == "auto":
             out["all_laws"] = {k: result.fit_json(k) for k in result.fits}
             out["not_fitted"] = result.failures
         path = atomic.write_json(args.out / "fit.json", out)
+        _print_diagnostics(result, args.law == "auto")
     print(path)
     return 0
+
+
+def _print_diagnostics(result, auto: bool) -> None:
+    """The chosen fit's identifiability warnings, one line each on stderr (like input warnings: for the
+    user, even with --quiet); with auto, which other laws the grid does not identify."""
+    fit = result.fit
+    for w in fit.diagnostics["warnings"]:
+        print(f"warning: {fit.law.name}: {_one_line(w)}", file=sys.stderr)
+    if auto:
+        from .diagnostics import short
+        others = [f"{k} ({short(f.diagnostics)})" for k, f in result.fits.items()
+                  if k != result.chosen and not f.diagnostics["identified"]]
+        if others:
+            print(f"warning: not identified by this grid: {'; '.join(others)} (fit.json all_laws.*.diagnostics)",
+                  file=sys.stderr)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .errors import AnalysisError
-from .fit import FitResult, Layout, Problem, bootstrap, distinct_points, fit_law, log_progress
+from .diagnostics import short
+from .fit import FitResult, Layout, Problem, bootstrap, distinct_points, fit_law, log_progress, resolve_per_domain
 from .inputs import LawInputs
 from .laws import LAWS, get_law, specialize
 from .validate import heldout, heldout_score, pick_law
@@ -49,9 +50,16 @@ class Analysis:
         return out
 
 
-def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, per_domain: bool = False,
+def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, per_domain: bool | None = None,
             n_bootstrap: int = 0, seed: int = 0, validate: bool = True, progress: bool = False) -> Analysis:
-    """Fit `laws` (default: all; with a named law and no validation, only that one) on `rows`."""
+    """Fit `laws` (default: all; with a named law and no validation, only that one) on `rows`.
+
+    per_domain: None (default) one coefficient set per domain with shared exponents whenever the rows
+    have more than one domain (and enough points for it, see fit.resolve_per_domain), True/False force it.
+    With law="auto" the pick prefers a law identified by the grid (diagnostics.diagnose): an unidentified
+    law is chosen only when no identified law was validated, and the reason says so. The bootstrap of the
+    chosen law can reveal that it is not identified (a wide interval); the pick is then redone.
+    """
     t0 = time.perf_counter()
     if law != "auto":
         get_law(law)  # unknown names fail here, before any work
@@ -62,60 +70,99 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
     result = Analysis(rows=rows)
     for name in names:
         try:
+            # Resolved once on all rows: the held-out refits use the same layout as the full fit.
+            layout_per_domain, _ = resolve_per_domain(rows, LAWS[name], per_domain)
             result.fits[name] = fit_law(rows, LAWS[name], per_domain=per_domain, progress=progress)
         except AnalysisError as e:
             result.failures[name] = str(e)
             log_progress(f"{name}: not fitted: {e}", progress)
             continue
         if validate:
-            result.checks[name], result.heldout_rows[name] = heldout(rows, LAWS[name], per_domain, progress)
+            result.checks[name], result.heldout_rows[name] = heldout(rows, LAWS[name], layout_per_domain, progress)
             result.scores[name] = heldout_score(result.checks[name])
-    if law == "auto":
-        sizes = {k: f.layout.size for k, f in result.fits.items()}
-        result.chosen, result.why = pick_law(result.scores, sizes)
-        if result.chosen is None and result.fits:
-            # Nothing could be validated: prefer a split-aware law, the point of the analysis.
-            aware = [k for k in result.fits if LAWS[k].split_aware] or list(result.fits)
-            result.chosen = aware[0]
-            result.why = f"no held-out check could run; {result.chosen} used without validation"
-    else:
-        if law in result.failures:
-            raise AnalysisError(f"law {law!r} cannot be fitted: {result.failures[law]}")
-        result.chosen, result.why = law, f"law {law} chosen by the user"
-    result.split_law, result.split_why = result.chosen, ""
-    if law == "auto" and result.chosen and not LAWS[result.chosen].split_aware:
-        # The best predictor cannot tell D from D', so it cannot answer the split question: the split
-        # comes from the best-validated law that can, and the report says so.
-        aware = {k: v for k, v in result.scores.items() if v is not None and LAWS[k].split_aware}
-        if aware:
-            result.split_law = min(aware, key=aware.get)
-            result.split_why = (f"{result.chosen} (held-out error {result.scores[result.chosen]:.2%}) cannot tell D "
-                                f"from D', so the split comes from {result.split_law}, the best-validated "
-                                f"split-aware law (held-out error {aware[result.split_law]:.2%})")
-    for name in dict.fromkeys([result.chosen, result.split_law]):
-        if name is None or not n_bootstrap:
-            continue
-        fit = result.fits[name]
-        problem = Problem(fit.layout, LawInputs.from_table(rows, fit.domains), rows["eval_loss"].to_numpy(float))
-        fit.boot_theta = bootstrap(fit, problem, rows, n_bootstrap, seed=seed, progress=progress)
+    booted = set()
+    while True:
+        _choose(result, law)
+        todo = [n for n in dict.fromkeys([result.chosen, result.split_law])
+                if n is not None and n_bootstrap and n not in booted]
+        if not todo:
+            break
+        before = {n: result.fits[n].diagnostics["identified"] for n in todo}
+        for name in todo:
+            fit = result.fits[name]
+            problem = fit.problem if fit.problem is not None else Problem(
+                fit.layout, LawInputs.from_table(rows, fit.domains), rows["eval_loss"].to_numpy(float))
+            fit.boot_theta = bootstrap(fit, problem, rows, n_bootstrap, seed=seed, progress=progress)
+            booted.add(name)
+        changed = [n for n in todo if result.fits[n].diagnostics["identified"] != before[n]]
+        if law != "auto" or not changed:
+            break
+        log_progress(f"the bootstrap shows {', '.join(changed)} is not identified by this grid: "
+                     f"choosing again", progress)
     result.seconds = time.perf_counter() - t0
     log_progress(f"fits done in {result.seconds:.1f} s; {result.why}"
                  + (f"; {result.split_why}" if result.split_why else ""), progress)
     return result
 
 
+def _identified(result: Analysis, name: str) -> bool:
+    return bool(result.fits[name].diagnostics["identified"])
+
+
+def _not_identified(result: Analysis, name: str) -> str:
+    return f"{name} is not identified by this grid ({short(result.fits[name].diagnostics)})"
+
+
+def _choose(result: Analysis, law: str) -> None:
+    """Set result.chosen/why and split_law/split_why from the scores and the fits' diagnostics."""
+    diags = {k: f.diagnostics for k, f in result.fits.items()}
+    if law == "auto":
+        sizes = {k: f.layout.size for k, f in result.fits.items()}
+        result.chosen, result.why = pick_law(result.scores, sizes, diags)
+        if result.chosen is None and result.fits:
+            # Nothing could be validated: prefer a split-aware law, the point of the analysis, and an
+            # identified one.
+            aware = [k for k in result.fits if LAWS[k].split_aware] or list(result.fits)
+            result.chosen = next((k for k in aware if _identified(result, k)), aware[0])
+            result.why = f"no held-out check could run; {result.chosen} used without validation"
+            if not _identified(result, result.chosen):
+                result.why += f" ({_not_identified(result, result.chosen)})"
+    else:
+        if law in result.failures:
+            raise AnalysisError(f"law {law!r} cannot be fitted: {result.failures[law]}")
+        result.chosen, result.why = law, f"law {law} chosen by the user"
+        if not _identified(result, law):
+            result.why += f"; {_not_identified(result, law)}"
+    result.split_law, result.split_why = result.chosen, ""
+    if law == "auto" and result.chosen and not LAWS[result.chosen].split_aware:
+        # The best predictor cannot tell D from D', so it cannot answer the split question: the split
+        # comes from the law auto would pick among those that can (identified first, the same tie rule),
+        # and the report says so.
+        aware = {k: v for k, v in result.scores.items() if v is not None and LAWS[k].split_aware}
+        if aware:
+            sizes = {k: result.fits[k].layout.size for k in aware}
+            result.split_law, why = pick_law(aware, sizes, {k: diags[k] for k in aware})
+            why = (why.split(": ", 1)[1] if ": " in why else why).replace("no law is identified",
+                                                                         "no split-aware law is identified")
+            result.split_why = (f"{result.chosen} (held-out error {result.scores[result.chosen]:.2%}) cannot tell D "
+                                f"from D', so the split comes from {result.split_law}, of the split-aware laws: "
+                                f"{why}")
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def points_needed(rows: pd.DataFrame, law, per_domain: bool = False) -> tuple[int, int]:
-    """(distinct points `law` needs, distinct points `rows` give): fit_law's identifiability test, no fit."""
+def points_needed(rows: pd.DataFrame, law, per_domain: bool | None = False) -> tuple[int, int]:
+    """(distinct points `law` needs, distinct points `rows` give): fit_law's identifiability test, no fit.
+    per_domain None: the layout analyze would use (fit.resolve_per_domain)."""
     x = LawInputs.from_table(rows)
+    per_domain, _ = resolve_per_domain(rows, law, per_domain)
     layout = Layout(law, specialize(law, x), x.domains, per_domain)
     return layout.size + 1, distinct_points(rows, layout.per_domain)
 
 
-def _require_enough_points(rows: pd.DataFrame, names: list, per_domain: bool) -> None:
+def _require_enough_points(rows: pd.DataFrame, names: list, per_domain: bool | None) -> None:
     """Too few rows for every law is one error about the data, not one 'not fitted' per law (and, with
     nothing fitted, a KeyError or an empty report further on)."""
     needs, have = {}, None

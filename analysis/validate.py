@@ -5,6 +5,10 @@ Checks, in order of preference (extrapolation is what the law is for):
   largest_T   hold out every run of the largest budget D + D'
   runs_kfold  only when neither exists (one N and one budget, e.g. the phonebook): 5-fold cross-validation
               over trained models, an interpolation check, said so in the report
+
+`--law auto` (pick_law) takes the lowest held-out error among the laws the grid identifies
+(diagnostics.diagnose: no parameter on a bound, E not at 0, no decade-wide bootstrap interval, a
+full-rank Jacobian); an unidentified law only when none is identified, and the reason says which.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import AnalysisError
-from .fit import FitResult, fit_law, log_progress
+from .diagnostics import short
+from .fit import FitResult, fit_law, log_progress, resolve_per_domain
 from .inputs import LawInputs
 from .laws import Law
 
@@ -40,9 +45,13 @@ def _one_split(df, train_mask, law, per_domain, domains, label, held):
     return out, (test.assign(predicted_loss=fit.predict(LawInputs.from_table(test, fit.domains)), check=label))
 
 
-def heldout(df: pd.DataFrame, law: Law, per_domain: bool = False, progress: bool = False):
-    """{check: {...errors...}} and a table of the held-out rows with their predictions."""
+def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress: bool = False):
+    """{check: {...errors...}} and a table of the held-out rows with their predictions.
+
+    per_domain None: the layout of the full-data fit (fit.resolve_per_domain on all of df), so every
+    held-out refit has the same free parameters as the fit it checks."""
     domains = sorted(df["eval_domain"].unique())
+    per_domain, _ = resolve_per_domain(df, law, per_domain, domains)
     results, tables = {}, []
     n_vals = np.unique(df["n_params"])
     t_vals = np.unique(df["budget_tokens"])
@@ -91,20 +100,48 @@ def heldout_score(checks: dict) -> float | None:
 TIE = 0.05  # held-out errors within 5% (relative) of the best are a tie: noise cannot separate them
 
 
-def pick_law(scores: dict, n_params: dict | None = None) -> tuple[str | None, str]:
+def _is_identified(diag) -> bool:
+    """A law's diagnostics (diagnostics.diagnose dict, or a bool); unknown counts as identified."""
+    if diag is None:
+        return True
+    if isinstance(diag, (bool, np.bool_)):
+        return bool(diag)
+    return bool(diag.get("identified", True))
+
+
+def pick_law(scores: dict, n_params: dict | None = None,
+             diagnostics: dict | None = None) -> tuple[str | None, str]:
     """The law with the lowest held-out score, and a sentence saying why.
 
     A law that nests another (two_source with eta = 1 and no domain term is chinchilla) predicts
     held-out runs about as well as the simpler law on the simpler law's data; among laws tied with the
     best, the one with the fewest free parameters wins (Occam).
+    diagnostics: law -> diagnostics.diagnose dict (or bool identified). A law the grid does not identify
+    is chosen only when no validated law is identified; the sentence names what was passed over and why.
     """
     scored = {k: v for k, v in scores.items() if v is not None}
     if not scored:
         return None, "no law could be validated on held-out runs"
-    lowest = min(scored.values())
-    tied = [k for k, v in scored.items() if v <= lowest * (1 + TIE)]
+    diagnostics = diagnostics or {}
+    identified = {k: v for k, v in scored.items() if _is_identified(diagnostics.get(k))}
+    pool = identified or scored
+    lowest = min(pool.values())
+    tied = [k for k, v in pool.items() if v <= lowest * (1 + TIE)]
     best = min(tied, key=lambda k: ((n_params or {}).get(k, 0), scored[k]))
-    others = ", ".join(f"{k} {v:.3%}" for k, v in sorted(scored.items(), key=lambda kv: kv[1]) if k != best)
-    why = "lowest mean held-out relative error" if scored[best] == lowest else (
-        f"fewest parameters among the laws within {TIE:.0%} of the lowest held-out error")
-    return best, f"--law auto picked {best}: {why} ({scored[best]:.3%})" + (f"; others: {others}" if others else "")
+    among = " among the laws identified by this grid" if identified and len(identified) < len(scored) else ""
+    why = f"lowest mean held-out relative error{among}" if scored[best] == lowest else (
+        f"fewest parameters among the laws within {TIE:.0%} of the lowest held-out error{among}")
+
+    def reason(k):
+        text = short(diagnostics.get(k)) if isinstance(diagnostics.get(k), dict) else ""
+        return f" ({text})" if text else ""
+
+    passed = [k for k in sorted(scored, key=scored.get) if k not in pool and scored[k] < scored[best]]
+    skip = "".join(f"; {k} has {'the lowest' if scored[k] == min(scored.values()) else 'a lower'} held-out "
+                   f"error ({scored[k]:.3%}) but is not identified by this grid{reason(k)}" for k in passed)
+    none = "" if identified else (f"; no law is identified by this grid, so {best} is used anyway"
+                                  f"{reason(best)}")
+    others = ", ".join(f"{k} {v:.3%}" + ("" if k in identified or not identified else " (not identified)")
+                       for k, v in sorted(scored.items(), key=lambda kv: kv[1]) if k != best and k not in passed)
+    return best, (f"--law auto picked {best}: {why} ({scored[best]:.3%})" + skip + none
+                  + (f"; others: {others}" if others else ""))

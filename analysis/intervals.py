@@ -1,0 +1,214 @@
+"""Prediction intervals of the fitted law, and how often they cover runs the fit never saw.
+
+A *prediction interval* is about a future measurement (one more trained model), not about the mean curve:
+it combines
+  1. parameter uncertainty: the law's bootstrap parameter sets over trained models (FitResult.boot_theta,
+     see fit.bootstrap), one set per draw, and
+  2. observation noise: a log residual log L_obs - log L_hat of the full fit on its own rows, resampled with
+     replacement and added to the draw's log prediction.
+This is the recipe of OLMo-core's model ladder (ChinchillaParametricBootstrappedFit.predict_loss_
+distribution: bootstrap fits times exp(resampled log residuals)), with one correction: residuals of a fit
+on the rows themselves are smaller than those of a new run by about sqrt((n - p) / n) (p free parameters),
+so they are scaled up by sqrt(n / (n - p)).
+
+Residuals need the rows the law was fitted on: pass them as rows= (or the residuals themselves as
+residuals=); without either, the data a FitResult carries (its `problem`, where fit_law stores one) are used.
+
+`heldout_coverage` runs the held-out splits of validate.heldout (largest N, largest D + D', or k-fold over
+trained models when neither exists), fits each training part with a bootstrap, and counts the held-out
+rows whose measured loss falls inside the 80% prediction interval: a calibrated interval covers about 80%.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import AnalysisError
+from .fit import FitResult, fit_law, log_progress
+from .inputs import LawInputs
+from .laws import Law
+
+LEVEL = 0.8
+N_RESAMPLE = 4000
+
+
+def fitted_rows(fit: FitResult, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `rows` the fit can predict: those of its evaluated domains."""
+    keep = rows[rows["eval_domain"].isin(fit.domains)]
+    if len(keep) == 0:
+        raise AnalysisError(f"none of the rows is of the fit's domains {fit.domains}")
+    return keep
+
+
+def fit_residuals(fit: FitResult, rows: pd.DataFrame, inflate: bool = True) -> np.ndarray:
+    """Log residuals log L_obs - log L_hat of `fit` on its rows, scaled by sqrt(n / (n - p)) if inflate."""
+    rows = fitted_rows(fit, rows)
+    pred = fit.predict(LawInputs.from_table(rows, fit.domains))
+    r = np.log(rows["eval_loss"].to_numpy(float)) - np.log(pred)
+    return _inflate(r, fit.layout.size) if inflate else r
+
+
+def _inflate(r: np.ndarray, p: int) -> np.ndarray:
+    n = len(r)
+    return r * np.sqrt(n / (n - p)) if n > p else r
+
+
+def problem_residuals(fit: FitResult) -> np.ndarray | None:
+    """The log residuals log L_obs - log L_hat on the data the fit carries (FitResult.problem), if it does."""
+    problem = getattr(fit, "problem", None)
+    if problem is None:
+        return None
+    return _inflate(-np.asarray(problem.residuals(np.atleast_2d(fit.theta))[0], float), fit.layout.size)
+
+
+def _residual_pool(fit, rows, resid) -> np.ndarray:
+    if resid is not None:
+        pool = np.asarray(resid, float).ravel()
+    elif rows is not None:
+        pool = fit_residuals(fit, rows)
+    else:
+        pool = problem_residuals(fit)
+        if pool is None:
+            raise AnalysisError("a prediction interval needs the fit's residuals: pass rows= (the rows the law "
+                                "was fitted on) or residuals=")
+    pool = pool[np.isfinite(pool)]
+    if len(pool) == 0:
+        raise AnalysisError("no finite residual to resample")
+    return pool
+
+
+def concat_inputs(parts: list) -> LawInputs:
+    """One LawInputs of the rows of several (same domains)."""
+    first = parts[0]
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])
+    return LawInputs(cat("n_params"), cat("pretrain"), cat("special"), cat("weight"), cat("is_own"),
+                     cat("is_baseline"), cat("domain"), list(first.domains))
+
+
+def parameter_sets(fit: FitResult) -> np.ndarray:
+    """The bootstrap parameter sets, or the point estimate alone when there is no bootstrap."""
+    if fit.boot_theta is not None and len(fit.boot_theta) >= 1:
+        return np.atleast_2d(fit.boot_theta)
+    return np.atleast_2d(fit.theta)
+
+
+def prediction_draws(fit: FitResult, inputs: LawInputs, n_resample: int = N_RESAMPLE, *, rows=None,
+                     residuals=None, seed: int = 0, noise: bool = True) -> np.ndarray:
+    """(n_resample, rows) draws of a measured loss: one bootstrap parameter set per draw (the same for every
+    row of a draw, so differences between rows keep their parameter correlation) times exp(an independent
+    resampled log residual per row and draw). noise=False leaves the residuals out (a confidence band)."""
+    rng = np.random.default_rng(seed)
+    thetas = parameter_sets(fit)
+    pred = np.atleast_2d(fit.predict(inputs, thetas))  # (sets, rows)
+    idx = np.arange(n_resample) % len(thetas)
+    rng.shuffle(idx)
+    draws = pred[idx]
+    if noise:
+        pool = _residual_pool(fit, rows, residuals)
+        draws = draws * np.exp(rng.choice(pool, size=draws.shape, replace=True))
+    return draws
+
+
+def quantiles(draws: np.ndarray, level: float = LEVEL, axis: int = 0):
+    if not 0 < level < 1:
+        raise AnalysisError(f"interval level must be in (0, 1), got {level!r}")
+    lo, hi = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100], axis=axis)
+    return lo, hi
+
+
+def prediction_interval(fit: FitResult, inputs: LawInputs, level: float = LEVEL, n_resample: int = N_RESAMPLE, *,
+                        rows=None, residuals=None, seed: int = 0):
+    """(lo, hi), arrays over the rows of `inputs`: the central `level` prediction interval of a new run's loss."""
+    return quantiles(prediction_draws(fit, inputs, n_resample, rows=rows, residuals=residuals, seed=seed), level)
+
+
+def coverage(fit_on_train: FitResult, heldout_rows: pd.DataFrame, level: float = LEVEL, *, train_rows=None,
+             residuals=None, n_resample: int = N_RESAMPLE, seed: int = 0) -> float:
+    """Fraction of `heldout_rows` whose measured loss lies inside the fit's `level` prediction interval.
+
+    The residuals are those of the fit on its training rows (train_rows=), never of the held-out rows.
+    """
+    test = fitted_rows(fit_on_train, heldout_rows)
+    lo, hi = prediction_interval(fit_on_train, LawInputs.from_table(test, fit_on_train.domains), level, n_resample,
+                                 rows=train_rows, residuals=residuals, seed=seed)
+    y = test["eval_loss"].to_numpy(float)
+    return float(np.mean((y >= lo) & (y <= hi)))
+
+
+def _covered(fit, train, test, level, n_resample, seed):
+    test = fitted_rows(fit, test)
+    lo, hi = prediction_interval(fit, LawInputs.from_table(test, fit.domains), level, n_resample, rows=train,
+                                 seed=seed)
+    y = test["eval_loss"].to_numpy(float)
+    return int(np.sum((y >= lo) & (y <= hi))), int(len(y)), set(test["run_id"])
+
+
+def _fit_part(df, mask, law, per_domain, domains, n_bootstrap, seed):
+    train = df[mask].reset_index(drop=True)
+    train.attrs.update(df.attrs)
+    return train, fit_law(train, law, per_domain=per_domain, domains=domains, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def heldout_coverage(rows: pd.DataFrame, law: Law, *, per_domain: bool = False, level: float = LEVEL,
+                     n_bootstrap: int = 20, n_resample: int = N_RESAMPLE, seed: int = 0,
+                     progress: bool = False) -> dict:
+    """{check: {held_out, level, covered, n_rows, n_runs, coverage}} on the held-out splits of validate.heldout.
+
+    Each training part is refitted with `n_bootstrap` resamples of trained models (its intervals need them);
+    a check that cannot be fitted gives {"error": ...}, one that does not apply {"skipped": ...}.
+    """
+    from .validate import KFOLD
+    domains = sorted(rows["eval_domain"].unique())
+    n_vals, t_vals = np.unique(rows["n_params"]), np.unique(rows["budget_tokens"])
+    out = {}
+    log_progress(f"{law.name}: {level:.0%} prediction-interval coverage of the held-out checks", progress)
+    for check, column, values, label, skipped in (
+            ("largest_N", "n_params", n_vals, "N", "one model size in the data"),
+            ("largest_T", "budget_tokens", t_vals, "D + D'", "one budget D + D' in the data")):
+        if len(values) < 2:
+            out[check] = {"skipped": skipped}
+            continue
+        mask = (rows[column] < values[-1]).to_numpy()
+        held = f"{label} = {values[-1]:.4g}"
+        try:
+            train, fit = _fit_part(rows, mask, law, per_domain, domains, n_bootstrap, seed)
+            k, n, runs = _covered(fit, train, rows[~mask], level, n_resample, seed)
+        except AnalysisError as e:
+            out[check] = {"held_out": held, "error": str(e)}
+            continue
+        out[check] = {"held_out": held, "level": level, "covered": k, "n_rows": n, "n_runs": len(runs),
+                      "coverage": k / n if n else None}
+    if len(n_vals) < 2 and len(t_vals) < 2:
+        runs = np.array(sorted(rows["run_id"].unique()))
+        fold_of_run = {r: i % KFOLD for i, r in enumerate(runs)}
+        folds = rows["run_id"].map(fold_of_run).to_numpy()
+        k_all, n_all, run_all, problems = 0, 0, set(), []
+        for fold in range(min(KFOLD, len(runs))):
+            try:
+                train, fit = _fit_part(rows, folds != fold, law, per_domain, domains, n_bootstrap, seed)
+                k, n, r = _covered(fit, train, rows[folds == fold], level, n_resample, seed)
+            except AnalysisError as e:
+                problems.append(str(e))
+                continue
+            k_all, n_all, run_all = k_all + k, n_all + n, run_all | r
+        held = f"{KFOLD}-fold over {len(runs)} trained models (interpolation)"
+        if n_all:
+            out["runs_kfold"] = {"held_out": held, "level": level, "covered": k_all, "n_rows": n_all,
+                                 "n_runs": len(run_all), "coverage": k_all / n_all}
+            if problems:
+                out["runs_kfold"]["folds_not_fitted"] = problems
+        else:
+            out["runs_kfold"] = {"held_out": held, "error": problems[0] if problems else "no fold could be fitted"}
+    return out
+
+
+def coverage_sentence(checks: dict, level: float = LEVEL) -> str:
+    """'80% prediction intervals covered k of n held-out runs ...' for the checks that ran."""
+    parts = [f"{c['covered']} of {c['n_rows']} held-out points ({c['n_runs']} runs) with {c['held_out']}"
+             for c in checks.values() if c.get("n_rows")]
+    if not parts:
+        return f"no held-out check could be run, so the {level:.0%} prediction intervals are not checked"
+    k = sum(c["covered"] for c in checks.values() if c.get("n_rows"))
+    n = sum(c["n_rows"] for c in checks.values() if c.get("n_rows"))
+    return (f"{level:.0%} prediction intervals covered " + "; ".join(parts)
+            + (f" ({k} of {n} in all, {k / n:.0%})" if len(parts) > 1 else f" ({k / n:.0%})"))
