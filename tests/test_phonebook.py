@@ -1,4 +1,5 @@
-"""The paper's phonebook effect: experts split early recall facts that the no-split baseline cannot."""
+"""The paper's phonebook: at a tiny size (per path) experts split early recall facts the no-split baseline cannot;
+the default sweep (equal total compute, shared seed) measures where splitting pays."""
 import json
 import subprocess
 import sys
@@ -31,13 +32,18 @@ def test_phonebook_effect_at_a_tiny_size(tmp_path):
         assert expert[1] < baseline[1]
 
 
-def summarize(rows):
-    """{fraction: (mean recall of experts on their own book, mean recall of the mixture run on the books)}."""
+def fraction(row) -> float:
+    """D over the budget the point's split divides (T per path, or C shared)."""
+    return row["pretrain_tokens"] / row.get("budget_tokens", row["pretrain_tokens"] + row["special_tokens"])
+
+
+def summarize(rows, column="recall_accuracy"):
+    """{fraction: (mean of experts on their own book, mean of the mixture run on the books)}."""
     out = {}
-    for f in sorted({r["pretrain_tokens"] / (r["pretrain_tokens"] + r["special_tokens"]) for r in rows}):
-        at = [r for r in rows if np.isclose(r["pretrain_tokens"] / (r["pretrain_tokens"] + r["special_tokens"]), f)]
-        own = [r["recall_accuracy"] for r in at if r["expert_domain"] == r["eval_domain"] != "mixture"]
-        base = [r["recall_accuracy"] for r in at if r["expert_domain"] == "mixture" and r["eval_domain"] != "mixture"]
+    for f in sorted({fraction(r) for r in rows}):
+        at = [r for r in rows if np.isclose(fraction(r), f)]
+        own = [r[column] for r in at if r["expert_domain"] == r["eval_domain"] != "mixture"]
+        base = [r[column] for r in at if r["expert_domain"] == "mixture" and r["eval_domain"] != "mixture"]
         out[round(f, 3)] = (float(np.mean(own)), float(np.mean(base)))
     return out
 
@@ -56,12 +62,18 @@ def test_default_sweep_shows_the_effect_and_writes_the_report(tmp_path):
     assert len(rows) == 6 * 5 * 5  # fractions x expert domains x eval domains
     assert f"report in {sweep / 'report'}" in proc.stdout
     assert (sweep / "report" / "report.md").exists() and (sweep / "report" / "report.html").exists()
-    effect = summarize(rows)
-    print(json.dumps(effect))
-    for f in (0.2, 0.4):
-        expert, baseline = effect[f]
-        assert expert > baseline + 0.3, effect
+    # Equal total compute (shared seed): C = 1,024,000 tokens for the 4 experts together, or for the baseline.
+    assert {r["accounting"] for r in rows} == {"shared_seed"} and {r["budget_tokens"] for r in rows} == {1024000}
+    loss, recall = summarize(rows, "eval_loss"), summarize(rows)
+    print(json.dumps({"loss": loss, "recall": recall}))
+    pretrain_only = loss[1.0][0]
+    assert loss[1.0][0] == loss[1.0][1]  # at f = 1 both sides are the same pretraining-only model
+    for f in (0.4, 0.6, 0.8):  # split models beat pretraining only and the baseline at the same fraction
+        expert, baseline = loss[f]
+        assert expert < 0.9 * pretrain_only and expert < 0.9 * baseline, loss
+        assert recall[f][0] >= 0.9, recall
+    assert loss[0.0][0] > pretrain_only  # experts from scratch on a quarter of the compute each: worst
     # Every seed of the sweep is a checkpoint of one trajectory, trained once.
     segs = [json.loads(line) for p in (tmp_path / "store" / "seeds").glob("*/segments.jsonl")
             for line in p.read_text().splitlines()]
-    assert sum(s["to_step"] - s["from_step"] for s in segs) == 250
+    assert sum(s["to_step"] - s["from_step"] for s in segs) == 500
