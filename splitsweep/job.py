@@ -393,7 +393,7 @@ class Job:
         targets.append((MIXTURE, source.heldout_mixture()))
         tokens = plan.pretrain_tokens + plan.special_tokens
         for domain, heldout in targets:
-            loss, n_tokens = trainer.evaluate(heldout, batch_rows)
+            loss, n_tokens, loss_se = trainer.evaluate_with_se(heldout, batch_rows)
             recall = None
             if domain != MIXTURE and hasattr(source, "recall_items"):
                 facts, mask = source.recall_items(source.domain_index(domain))
@@ -404,6 +404,7 @@ class Job:
                 "pretrain_tokens": plan.pretrain_tokens, "special_tokens": plan.special_tokens,
                 "expert_domain": plan.expert_domain, "eval_domain": domain,
                 "mixture_weight": plan.mixture_weight(domain), "eval_loss": loss, "eval_tokens": n_tokens,
+                "eval_loss_se": loss_se,
                 "recall_accuracy": recall, "flops": 6 * plan.n_params * tokens,
                 "flops_total_params": 6 * plan.n_params_total * tokens, "schedule": plan.schedule.name,
                 "seed": plan.seed, "config_hash": plan.config_hash, "seed_id": plan.trajectory_id,

@@ -36,6 +36,7 @@ COLUMNS = {
     "mixture_weight": "eval_domain's share of the mixture's tokens (1.0 for 'mixture')",
     "eval_loss": "mean next-token cross-entropy on held-out text, nats per token",
     "eval_tokens": "held-out tokens the loss averages over",
+    "eval_loss_se": "standard error of eval_loss over the held-out sequences (nats per token)",
     "recall_accuracy": "exact-match greedy recall of facts (phonebook only, else null)",
     "flops": "6 * n_params * (pretrain_tokens + special_tokens): seed share plus expert",
     "flops_total_params": "6 * n_params_total * (pretrain_tokens + special_tokens)",

@@ -242,8 +242,16 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, rows: np.ndarray, batch_rows: int = 16) -> tuple[float, int]:
         """Mean next-token cross-entropy (nats) over `rows`, split across ranks; (loss, tokens)."""
-        total, count = self._sharded_map(rows, batch_rows, self._sum_ce)
+        total, count, _, _ = self._sharded_map(rows, batch_rows, self._sum_ce)
         return total / max(count, 1), int(count)
+
+    @torch.no_grad()
+    def evaluate_with_se(self, rows: np.ndarray, batch_rows: int = 16) -> tuple[float, int, float]:
+        """(mean next-token loss, tokens, its standard error over the held-out sequences)."""
+        total, count, sq, n = self._sharded_map(rows, batch_rows, self._sum_ce)
+        mean = total / max(count, 1)
+        var = max(sq / max(n, 1) - mean * mean, 0.0) * n / max(n - 1, 1)  # of the per-sequence means
+        return mean, int(count), float(np.sqrt(var / max(n, 1)))
 
     @torch.no_grad()
     def recall(self, rows: np.ndarray, mask: np.ndarray, batch_rows: int = 64) -> float:
@@ -253,14 +261,15 @@ class Trainer:
             hit = (logits.argmax(-1) == tokens[:, 1:]) | ~row_mask
             return (hit.all(-1).float() * weight).sum(), weight.sum()
 
-        hits, count = self._sharded_map(rows, batch_rows, correct, extra=mask)
+        hits, count = self._sharded_map(rows, batch_rows, correct, extra=mask)[:2]
         return hits / max(count, 1)
 
     def _sum_ce(self, tokens, weight, _mask=None):
         logits = self.model(tokens[:, :-1])
         ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1),
                              reduction="none").view(tokens.size(0), -1)
-        return (ce.sum(-1) * weight).sum(), (weight * ce.size(1)).sum()
+        return ((ce.sum(-1) * weight).sum(), (weight * ce.size(1)).sum(), (ce.mean(-1) ** 2 * weight).sum(),
+                weight.sum())
 
     def _sharded_map(self, rows, batch_rows, fn, extra=None):
         """Run `fn` over rows split across ranks; every rank makes the same number of forward calls
@@ -268,7 +277,7 @@ class Trainer:
         self.model.eval()
         w, r = self.env.world_size, self.env.rank
         chunk = batch_rows * w
-        acc = torch.zeros(2, dtype=torch.float64, device=self.env.device)
+        acc = None  # the sums `fn` returns, accumulated over batches and ranks
         for start in range(0, len(rows), chunk):
             idx = np.arange(start + r * batch_rows, min(start + (r + 1) * batch_rows, len(rows)))
             weight = np.ones(len(idx))
@@ -279,9 +288,8 @@ class Trainer:
             args = (tokens, weight_t)
             if extra is not None:
                 args = args + (torch.from_numpy(np.asarray(extra[idx])).to(self.env.device),)
-            a, b = fn(*args)
-            acc[0] += a.double()
-            acc[1] += b.double()
+            sums = torch.stack([v.double() for v in fn(*args)])
+            acc = sums if acc is None else acc + sums
         self.env.all_reduce_sum(acc)
         self.model.train()
-        return float(acc[0]), float(acc[1])
+        return tuple(float(v) for v in acc)
