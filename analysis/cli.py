@@ -4,11 +4,17 @@
         [--per-domain | --shared-coefficients]: default one coefficient set per domain (shared exponents) when
         the data have more than one domain; identifiability warnings (fit.json "diagnostics") go to stderr
   split RESULTS --n-params N --budget-tokens T [--accounting per-path|shared-seed] [--law auto|NAME] --out DIR
-        [--extrapolate] [--coverage]
+        [--extrapolate] [--coverage] [--per-domain | --shared-coefficients]
         (or --compute-flops C instead of --n-params/--budget-tokens: N chosen too) -> DIR/split.json
         D*/T is searched within the measured fractions unless --extrapolate; warnings also go to stderr
-  report RESULTS --out DIR [--budget-tokens T] [--n-params N] -> DIR/report.md, report.html, *.png, fit.json, split.json
-        (an earlier report's files in DIR that the new one does not rewrite are removed; no other file is)
+  report RESULTS --out DIR [--budget-tokens T] [--n-params N] [--accounting ...] [--extrapolate]
+        [--coverage-bootstrap K] [--per-domain | --shared-coefficients]
+        -> DIR/report.md, report.html, *.png, fit.json, split.json
+        (an earlier report's files in DIR that the new one does not rewrite are removed; no other file is);
+        the report opens with how far to trust it (NOT RELIABLE, and what to run next, when a check fails)
+  fit, split and report: one coefficient set per domain (exponents shared) by default when the data have more
+        than one domain; --shared-coefficients for one set. split and report answer in the accounting the
+        rows record (their accounting column; per-path without one) unless --accounting says otherwise.
   collect --wandb ENTITY/PROJECT [--group G] --out FILE.jsonl  -> the results table from W&B
   collect --wandb-offline DIR --out FILE.jsonl                 -> the same from offline runs under DIR
 """
@@ -45,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--selection", default=DEFAULT_SELECTION, choices=list(SELECTIONS),
                        help="rows the law is fitted on (default: %(default)s)")
         s.add_argument("--per-domain", action="store_true",
-                       help="one coefficient (E, A, B, C) per domain, exponents shared")
+                       help="one coefficient (E, A, B, C) per domain, exponents shared (the default whenever the "
+                            "data have more than one domain)")
+        s.add_argument("--shared-coefficients", "--no-per-domain", action="store_true",
+                       help="one set of coefficients for every domain (default: one per domain, exponents shared, "
+                            "whenever the data have more than one domain)")
         s.add_argument("--n-bootstrap", type=int, default=100, help="resamples of trained models (default %(default)s)")
         s.add_argument("--seed", type=int, default=0, help="bootstrap seed")
         s.add_argument("--quiet", action="store_true", help="no progress messages")
@@ -53,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     def question(s):
         s.add_argument("--n-params", type=float, help="model size N")
         s.add_argument("--budget-tokens", type=float, help="budget T in tokens (see --accounting)")
-        s.add_argument("--accounting", default="per-path", choices=["per-path", "shared-seed"],
-                       help="per-path: D + D' = T; shared-seed: D + K*D' = T with K experts")
+        s.add_argument("--accounting", default=None, choices=["per-path", "shared-seed"],
+                       help="per-path: D + D' = T; shared-seed: D + K*D' = T with K experts (default: the "
+                            "accounting the rows record in their accounting column, per-path without one)")
         s.add_argument("--weights", type=_weighting, default="equal",
                        help="domain weights of the averaged loss: equal, mixture or d0=0.4,d1=0.6")
         s.add_argument("--batch-tokens", type=int, help="tokens per optimizer step (else the batch_tokens column)")
@@ -62,9 +73,6 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit one law (or auto) and write fit.json")
     common(f, "auto")
     f.set_defaults(n_bootstrap=0)
-    f.add_argument("--shared-coefficients", "--no-per-domain", action="store_true",
-                   help="one set of coefficients for every domain (default: one per domain, exponents shared, "
-                        "whenever the data have more than one domain)")
     s = sub.add_parser("split", help="choose D* for a model size and budget; write split.json")
     common(s, "auto")
     question(s)
@@ -79,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     common(r, "auto")
     question(r)
     r.set_defaults(n_bootstrap=20)
+    r.add_argument("--extrapolate", action="store_true",
+                   help="search D*/T over all fractions [0, 1], not only the measured ones (the report says so)")
+    r.add_argument("--coverage-bootstrap", type=int, default=3,
+                   help="bootstrap resamples of each held-out refit of the 80%% prediction-interval coverage check "
+                        "(default %(default)s; 0 skips the check)")
     r.add_argument("--wandb", action="store_true", help="also log the report to W&B (an analysis run)")
     r.add_argument("--wandb-project", default="splitsweep")
     r.add_argument("--wandb-entity")
@@ -126,12 +139,14 @@ def _run(args) -> int:
         atomic.write_text(args.out, "".join(json.dumps(r) + "\n" for r in clean.to_dict("records")))
         print(args.out)
         return 0
+    per_domain = _per_domain(args)
     if args.command == "report":
         from .report import build_report
         path = build_report(args.results, args.out, budget_tokens=args.budget_tokens, law=args.law,
                             n_bootstrap=args.n_bootstrap, accounting=args.accounting, n_params=args.n_params,
-                            selection=args.selection, per_domain=args.per_domain, weighting=args.weights,
-                            batch_tokens=args.batch_tokens, seed=args.seed, progress=not args.quiet)
+                            selection=args.selection, per_domain=per_domain, weighting=args.weights,
+                            batch_tokens=args.batch_tokens, seed=args.seed, progress=not args.quiet,
+                            extrapolate=args.extrapolate, coverage_bootstrap=args.coverage_bootstrap)
         print(path)
         if args.wandb:
             from .wandb_log import log_report
@@ -144,26 +159,30 @@ def _run(args) -> int:
     table = load_results(args.results)
     rows = select_rows(table, args.selection)
     if args.command == "split":
+        from .report import sweep_accounting
         from .split import check_budget, choose_model_size, choose_split
         batch = batch_tokens_of(table, args.batch_tokens)
-        k = rows["eval_domain"].nunique()
+        sweep = sweep_accounting(table, args.accounting)
+        accounting = sweep["accounting"]
+        k = sweep["k"] if accounting == "shared-seed" else rows["eval_domain"].nunique()
         if args.compute_flops is None:
             if args.n_params is None or args.budget_tokens is None:
                 raise AnalysisError("split needs --n-params and --budget-tokens (or --compute-flops)")
-            check_budget(args.budget_tokens, batch, args.accounting, k)
-        result = analyze(rows, args.law, per_domain=args.per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
+            check_budget(args.budget_tokens, batch, accounting, k)
+        result = analyze(rows, args.law, per_domain=per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
                          validate=args.law == "auto", progress=not args.quiet)
         mix = domain_weights(rows)
         if args.compute_flops is not None:
             n_lo, n_hi = rows["n_params"].min(), rows["n_params"].max()
             out = choose_model_size(result.split_fit, args.compute_flops, (n_lo / 10, n_hi * 100),
-                                    accounting=args.accounting, mixture_weights=mix, weighting=args.weights,
+                                    accounting=accounting, mixture_weights=mix, weighting=args.weights,
                                     batch_tokens=batch, rows=rows, extrapolate=args.extrapolate)
         else:
-            out = choose_split(result.split_fit, args.n_params, args.budget_tokens, accounting=args.accounting,
+            out = choose_split(result.split_fit, args.n_params, args.budget_tokens, accounting=accounting,
                                mixture_weights=mix, weighting=args.weights, batch_tokens=batch, rows=rows,
                                extrapolate=args.extrapolate, seed=args.seed)
         out["law_chosen_because"] = result.split_why or result.why
+        out["accounting_source"] = sweep["source"]
         out["row_selection"] = args.selection
         if args.coverage:
             from .intervals import LEVEL, coverage_sentence, heldout_coverage
@@ -175,10 +194,6 @@ def _run(args) -> int:
             print(f"warning: {_one_line(w)}", file=sys.stderr)
         path = atomic.write_json(args.out / "split.json", out)
     else:
-        if args.per_domain and args.shared_coefficients:
-            raise AnalysisError("--per-domain and --shared-coefficients contradict each other: give one")
-        # Neither flag: per-domain coefficients whenever the data have more than one domain.
-        per_domain = True if args.per_domain else False if args.shared_coefficients else None
         result = analyze(rows, args.law, per_domain=per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
                          progress=not args.quiet)
         out = result.fit_json()
@@ -189,6 +204,15 @@ def _run(args) -> int:
         _print_diagnostics(result, args.law == "auto")
     print(path)
     return 0
+
+
+def _per_domain(args):
+    """--per-domain True, --shared-coefficients False, neither None: per-domain coefficients whenever the data
+    have more than one domain (analyze's default)."""
+    if getattr(args, "per_domain", False) and getattr(args, "shared_coefficients", False):
+        raise AnalysisError("--per-domain and --shared-coefficients contradict each other: give one")
+    return True if getattr(args, "per_domain", False) else False if getattr(args, "shared_coefficients", False) \
+        else None
 
 
 def _print_diagnostics(result, auto: bool) -> None:

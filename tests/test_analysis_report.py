@@ -89,7 +89,9 @@ def test_atomic_write_leaves_old_file_or_nothing(tmp_path, monkeypatch):
 def test_cli_fit_and_split(sweep_dir, tmp_path, capsys):
     assert main(["fit", str(sweep_dir), "--law", "two_source", "--out", str(tmp_path), "--quiet"]) == 0
     fit = json.loads((tmp_path / "fit.json").read_text())
-    assert fit["law"] == "two_source" and set(fit["params"]) == set(LAWS["two_source"].names)
+    # per-domain coefficients by default (several domains): E[d0], A[d0], ... beside the shared exponents
+    assert fit["law"] == "two_source" and {k.split("[")[0] for k in fit["params"]} == set(LAWS["two_source"].names)
+    assert fit["per_domain_coefficients"] and "E[d0]" in fit["params"]
     assert "largest_N" in fit["heldout"]
     assert main(["split", str(sweep_dir), "--n-params", "4e6", "--budget-tokens", "8e7", "--law", "two_source",
                  "--n-bootstrap", "5", "--accounting", "shared-seed", "--out", str(tmp_path), "--quiet"]) == 0
