@@ -14,8 +14,8 @@ so they are scaled up by sqrt(n / (n - p)).
 Residuals need the rows the law was fitted on: pass them as rows= (or the residuals themselves as
 residuals=); without either, the data a FitResult carries (its `problem`, where fit_law stores one) are used.
 
-`heldout_coverage` runs the held-out splits of validate.heldout (largest N, largest D + D', or k-fold over
-trained models when neither exists), fits each training part with a bootstrap, and counts the held-out
+`heldout_coverage` runs the held-out splits of validate.heldout (largest N, largest budget: T = D + D', or C
+with a shared seed; or k-fold over trained models when neither exists), fits each training part with a bootstrap, and counts the held-out
 rows whose measured loss falls inside the 80% prediction interval: a calibrated interval covers about 80%.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pandas as pd
 from .errors import AnalysisError
 from .fit import FitResult, fit_law, log_progress
 from .inputs import LawInputs
+from .io import budget_label, budget_of
 from .laws import Law
 
 LEVEL = 0.8
@@ -159,16 +160,17 @@ def heldout_coverage(rows: pd.DataFrame, law: Law, *, per_domain: bool = False, 
     """
     from .validate import KFOLD
     domains = sorted(rows["eval_domain"].unique())
-    n_vals, t_vals = np.unique(rows["n_params"]), np.unique(rows["budget_tokens"])
+    budget, b_label = budget_of(rows), budget_label(rows)  # T = D + D', or C with a shared seed
+    n_vals, t_vals = np.unique(rows["n_params"]), np.unique(budget)
     out = {}
     log_progress(f"{law.name}: {level:.0%} prediction-interval coverage of the held-out checks", progress)
     for check, column, values, label, skipped in (
-            ("largest_N", "n_params", n_vals, "N", "one model size in the data"),
-            ("largest_T", "budget_tokens", t_vals, "D + D'", "one budget D + D' in the data")):
+            ("largest_N", rows["n_params"], n_vals, "N", "one model size in the data"),
+            ("largest_T", budget, t_vals, b_label, f"one budget {b_label} in the data")):
         if len(values) < 2:
             out[check] = {"skipped": skipped}
             continue
-        mask = (rows[column] < values[-1]).to_numpy()
+        mask = (column < values[-1]).to_numpy()
         held = f"{label} = {values[-1]:.4g}"
         try:
             train, fit = _fit_part(rows, mask, law, per_domain, domains, n_bootstrap, seed)

@@ -345,3 +345,45 @@ def domain_weights(df: pd.DataFrame) -> dict[str, float]:
         dom = df
     w = dom.groupby("eval_domain")["mixture_weight"].mean()
     return {str(k): float(v) for k, v in w.items() if math.isfinite(v)}
+
+
+def budget_of(rows: pd.DataFrame, accounting: str | None = None, k: int | None = None) -> pd.Series:
+    """Each row's budget in its accounting, what splitsweep/records.py records as budget_tokens (which
+    tidy replaces by D + D'): T = D + D' under per-path; under shared-seed C = D + K·D' for an expert path
+    and C = D + D' for the mixture baseline (one model of C tokens), rounded to 10 significant digits so
+    that the runs of one C compare equal.
+
+    accounting: 'per-path' / 'shared-seed' (or the rows' names per_path / shared_seed) for every row; None
+    reads each row's `accounting` column (per_path where missing, as for older tables). k: K for every
+    row; None reads the rows' `n_experts` (where missing, the number of individual domains).
+    """
+    d, dp = rows["pretrain_tokens"].astype(float), rows["special_tokens"].astype(float)
+    if accounting is not None:
+        shared = pd.Series(str(accounting).replace("_", "-") == "shared-seed", index=rows.index)
+    elif "accounting" in rows.columns:
+        shared = rows["accounting"].astype(object).where(rows["accounting"].notna(), "per_path") \
+            .astype(str).str.replace("_", "-") == "shared-seed"
+    else:
+        shared = pd.Series(False, index=rows.index)
+    if not shared.any():
+        return d + dp
+    if k is not None:
+        kk = pd.Series(float(k), index=rows.index)
+    else:
+        n_dom = max(1, int(rows.loc[rows["eval_domain"] != MIXTURE, "eval_domain"].nunique())) \
+            if "eval_domain" in rows.columns else 1
+        kk = (pd.to_numeric(rows["n_experts"], errors="coerce") if "n_experts" in rows.columns
+              else pd.Series(np.nan, index=rows.index)).fillna(float(n_dom)).astype(float)
+    expert = (rows["expert_domain"] != MIXTURE) if "expert_domain" in rows.columns else pd.Series(True, index=rows.index)
+    c = d + dp * np.where(expert, kk, 1.0)
+    c = c.map(lambda v: float(f"{v:.10g}"))
+    return (d + dp).where(~shared, c)
+
+
+def budget_label(rows: pd.DataFrame, accounting: str | None = None) -> str:
+    """How budget_of's budget is written: "C" when every row is shared-seed, else "D + D'"."""
+    if accounting is not None:
+        return "C" if str(accounting).replace("_", "-") == "shared-seed" else "D + D'"
+    if "accounting" not in rows.columns or rows["accounting"].isna().any():
+        return "D + D'"
+    return "C" if (rows["accounting"].astype(str).str.replace("_", "-") == "shared-seed").all() else "D + D'"

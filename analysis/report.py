@@ -41,7 +41,8 @@ from .diagnostics import short
 from .errors import AnalysisError
 from .fit import log_progress
 from .inputs import LawInputs
-from .io import DEFAULT_SELECTION, MIXTURE, SELECTIONS, batch_tokens_of, domain_weights, load_results, select_rows
+from .io import (DEFAULT_SELECTION, MIXTURE, SELECTIONS, batch_tokens_of, budget_of, domain_weights, load_results,
+                 select_rows)
 from .laws import LAWS
 from .pipeline import Analysis, analyze
 from .split import ACCOUNTINGS, CI_LEVEL, GRID, PI_LEVEL, Budget, check_budget, choose_split, fraction_curve, path_loss
@@ -215,11 +216,8 @@ def sweep_accounting(table: pd.DataFrame, accounting: str | None = None) -> dict
 def accounting_budget(df: pd.DataFrame, accounting: str, k: int) -> pd.Series:
     """Each row's budget in the accounting: T = D + D' (per-path), C = D + K·D' for an expert path and
     C = D + D' for the mixture baseline (one model of C tokens) under shared-seed - what the rows record
-    as budget_tokens (records.py), which io.tidy replaces by D + D'."""
-    d, dp = df["pretrain_tokens"].astype(float), df["special_tokens"].astype(float)
-    if accounting != "shared-seed":
-        return d + dp
-    return d + dp * np.where(df["expert_domain"] == MIXTURE, 1.0, float(k))
+    as budget_tokens (records.py), which io.tidy replaces by D + D' (io.budget_of)."""
+    return budget_of(df, accounting, k)
 
 
 # ---- the report ---------------------------------------------------------------------------------------------

@@ -12,8 +12,12 @@ Honesty rules of choose_split (given the measured rows):
     D' = 0, is fraction 1). An optimum of the law outside that range is reported at the range's edge, with a
     warning saying so and which fractions to run; extrapolate=True searches all of [0, 1] and warns when
     D*/T lies outside the measured range (its bootstrap interval is then over [0, 1] too).
+  - the measured runs are grouped by their budget in the accounting (io.budget_of): T = D + D' per path;
+    C = D + K·D' for an expert path and C = D + D' for the mixture baseline (one model of C) with a
+    shared seed, whose D + D' changes with the fraction at a fixed C.
   - the best point of the *measured* curve is reported beside the fitted one: each expert on its own domain
-    and the mixture baseline at the same (N, D, D'), averaged over domains with the fit's weights, and the
+    and the mixture baseline at the same (N, budget, D) (per path its D' is the expert's, with a shared seed
+    K times the expert's), averaged over domains with the fit's weights, and the
     measured gains against pretraining only and against the baseline at the same fraction, next to the
     predicted gains and their bootstrap intervals.
   - a target N or T beyond the fitted range says by what factor, and every predicted loss carries a
@@ -32,6 +36,7 @@ from scipy.optimize import minimize_scalar
 from .errors import AnalysisError
 from .fit import FitResult
 from .inputs import LawInputs
+from .io import budget_of
 
 ACCOUNTINGS = ("per-path", "shared-seed")
 GRID = np.linspace(0.0, 1.0, 1001)  # fixed grid of pretrain fractions, then a bounded 1-D refinement
@@ -150,9 +155,11 @@ def _key(v) -> np.ndarray:
     return np.array([float(f"{x:.10g}") for x in np.ravel(v)]).reshape(np.shape(v))
 
 
-def path_rows(rows: pd.DataFrame, domains: list) -> pd.DataFrame:
+def path_rows(rows: pd.DataFrame, domains: list, accounting: str = "per-path", k: int | None = None) -> pd.DataFrame:
     """The measured rows that speak to the split, of the fit's domains: each expert on its own domain
-    (role 'own') and the mixture baseline on each domain (role 'baseline'), with rounded keys."""
+    (role 'own') and the mixture baseline on each domain (role 'baseline'), with rounded keys; t is the
+    run's budget in the accounting (io.budget_of: T = D + D', or C = D + K·D' for an expert and D + D' for
+    the baseline)."""
     r = rows[rows["eval_domain"].isin(domains)]
     own = (r["expert_domain"] == r["eval_domain"]).to_numpy()
     base = (r["expert_domain"] == MIXTURE).to_numpy() & ~own
@@ -161,15 +168,16 @@ def path_rows(rows: pd.DataFrame, domains: list) -> pd.DataFrame:
         return pd.DataFrame(columns=["n", "d", "dp", "t", "domain", "role", "loss"])
     return pd.DataFrame({
         "n": _key(r["n_params"]), "d": _key(r["pretrain_tokens"]), "dp": _key(r["special_tokens"]),
-        "t": _key(r["pretrain_tokens"].to_numpy(float) + r["special_tokens"].to_numpy(float)),
+        "t": _key(budget_of(r, accounting, k).to_numpy(float)),
         "domain": r["eval_domain"].astype(str).to_numpy(),
         "role": np.where((r["expert_domain"] == r["eval_domain"]).to_numpy(), "own", "baseline"),
         "loss": r["eval_loss"].to_numpy(float)})
 
 
 def measured_scales(paths: pd.DataFrame, accounting: str, k: int) -> list:
-    """One entry per measured (N, D + D'): the pretrain fractions of its expert paths (in the accounting;
-    a run with D' = 0, pretraining only, is fraction 1) and the range of their accounting tokens."""
+    """One entry per measured (N, budget) (path_rows' t: T, or C with a shared seed): the pretrain fractions
+    of its expert paths (D/T or D/C; a run with D' = 0, pretraining only, is fraction 1) and the range of
+    their accounting tokens (path_tokens is the budget itself)."""
     out = []
     for (n, t), g in paths.groupby(["n", "t"], sort=True):
         expert = g[(g["role"] == "own") | (g["dp"] == 0)]
@@ -199,9 +207,10 @@ def nearest_scale(scales: list, n_params: float, tokens: float, accounting: str)
     exact = d < 1e-9
     out = dict(best, exact=bool(exact), where=None)
     unit = "T" if accounting == "per-path" else "C"
-    where = f"N = {best['n_params']:.4g}, D + D' = {best['path_tokens']:.4g}"
     if accounting == "shared-seed":
-        where += f" (C = D + K·D' from {best['tokens_range'][0]:.4g} to {best['tokens_range'][1]:.4g})"
+        where = f"N = {best['n_params']:.4g}, C = D + K·D' = {best['path_tokens']:.4g}"
+    else:
+        where = f"N = {best['n_params']:.4g}, D + D' = {best['path_tokens']:.4g}"
     out["where"] = where
     out["statement"] = (f"measured at the requested scale: {where}" if exact else
                         f"nearest measured scale to the requested N = {n_params:.4g}, {unit} = {tokens:.4g}: {where}")
@@ -297,7 +306,8 @@ def measured_split(paths: pd.DataFrame, scale: dict, weights: dict, accounting: 
     n, t = scale["n_params"], scale["path_tokens"]
     g = paths[(paths["n"] == n) & (paths["t"] == t)]
     own = {key: _domain_means(h) for key, h in g[g["role"] == "own"].groupby(["d", "dp"])}
-    base = {key: _domain_means(h) for key, h in g[g["role"] == "baseline"].groupby(["d", "dp"])}
+    # The baseline at the same (N, budget, D): its D' is the expert's per path, K times it with a shared seed.
+    base = {d: _domain_means(h) for d, h in g[(g["role"] == "baseline") & (g["dp"] > 0)].groupby("d")}
     pre_rows = g[g["dp"] == 0]
     pre_src = pre_rows[pre_rows["role"] == "baseline"]
     pre_domains = _domain_means(pre_src)
@@ -313,21 +323,19 @@ def measured_split(paths: pd.DataFrame, scale: dict, weights: dict, accounting: 
             baseline, b_missing = pre_loss, pre_missing
         else:
             expert, missing = _weighted(own[(d, dp)], weights)
-            baseline, b_missing = _weighted(base[(d, dp)], weights) if (d, dp) in base else (None, None)
-        tok = float(accounting_tokens(d, dp, accounting, k))
+            baseline, b_missing = _weighted(base[d], weights) if d in base else (None, None)
+        tok = float(accounting_tokens(d, dp, accounting, k))  # = t, the baseline's budget too
         curve.append({"pretrain_fraction": float(accounting_fraction(d, dp, accounting, k)),
                       "path_fraction": float(d / (d + dp)), "pretrain_tokens": float(d), "special_tokens": float(dp),
                       "compute_tokens": tok, "compute_flops": 6.0 * n * tok,
-                      "baseline_compute_tokens": float(d + dp), "baseline_compute_flops": 6.0 * n * float(d + dp),
+                      "baseline_special_tokens": float(dp * (k if accounting == "shared-seed" else 1)),
+                      "baseline_compute_tokens": tok, "baseline_compute_flops": 6.0 * n * tok,
                       "expert_loss": expert, "baseline_loss": baseline,
                       "gain_vs_baseline": _gain(baseline, expert),
                       **({"missing_domains": missing} if missing else {}),
                       **({"baseline_missing_domains": b_missing} if b_missing else {})})
     out = {"scale": scale, "accounting": accounting, "domain_weights": weights, "curve": curve,
            "pretrain_only_loss": pre_loss, "notes": []}
-    if accounting == "shared-seed" and len({c["compute_tokens"] for c in curve}) > 1:
-        out["notes"].append("shared-seed accounting: the measured runs of one (N, D + D') differ in total compute "
-                            "C = D + K·D' (compute_tokens of each point), so the measured curve is not at a fixed C")
     done = [c for c in curve if c["expert_loss"] is not None]
     if not done:
         out["notes"].append("no measured fraction has every weighted domain: no measured best point")
@@ -357,7 +365,7 @@ def measured_split(paths: pd.DataFrame, scale: dict, weights: dict, accounting: 
     points = [split_pt, (n, t, 0.0, True)]
     has_base = best["baseline_loss"] is not None and best["special_tokens"] > 0
     if has_base:
-        points.append((n, best["pretrain_tokens"], best["special_tokens"], True))
+        points.append((n, best["pretrain_tokens"], best["baseline_special_tokens"], True))
     pred = predictor.point(points)
     boot = predictor.bootstrap(points)
     draws = predictor.draws(points)
@@ -521,7 +529,7 @@ def choose_split(fit: FitResult, n_params: float, budget_tokens: float, *, accou
     axis = "T" if accounting == "per-path" else "C"
     notes, warnings_ = [], []
 
-    paths = path_rows(rows, fit.domains) if rows is not None else None
+    paths = path_rows(rows, fit.domains, accounting, k) if rows is not None else None
     scale = None
     if paths is not None and len(paths):
         scales = measured_scales(paths, accounting, k)
@@ -668,7 +676,7 @@ def choose_model_size(fit: FitResult, compute_flops: float, n_range, *, accounti
     k = len(fit.domains)
     scales = None
     if rows is not None and not extrapolate:
-        paths = path_rows(rows, fit.domains)
+        paths = path_rows(rows, fit.domains, accounting, k)
         scales = measured_scales(paths, accounting, k) if len(paths) else None
     best = None
     for n in np.geomspace(n_range[0], n_range[1], points):
@@ -704,7 +712,7 @@ def fraction_curve(fit: FitResult, n_params, budgets, *, accounting, mixture_wei
     k = len(fit.domains)
     scales = None
     if rows is not None and not extrapolate:
-        paths = path_rows(rows, fit.domains)
+        paths = path_rows(rows, fit.domains, accounting, k)
         scales = measured_scales(paths, accounting, k) if len(paths) else None
     rows_out = []
     for n, t in zip(np.broadcast_to(n_params, np.shape(budgets)), budgets):

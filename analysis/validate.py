@@ -2,7 +2,8 @@
 
 Checks, in order of preference (extrapolation is what the law is for):
   largest_N   hold out every run of the largest model size
-  largest_T   hold out every run of the largest budget D + D'
+  largest_T   hold out every run of the largest budget: T = D + D' per path, C with a shared seed (C = D + K·D'
+              for an expert, D + D' for the mixture baseline: io.budget_of)
   runs_kfold  only when neither exists (one N and one budget, e.g. the phonebook): 5-fold cross-validation
               over trained models, an interpolation check, said so in the report
 
@@ -19,6 +20,7 @@ from .errors import AnalysisError
 from .diagnostics import short
 from .fit import FitResult, fit_law, log_progress, resolve_per_domain
 from .inputs import LawInputs
+from .io import budget_label, budget_of
 from .laws import Law
 
 KFOLD = 5
@@ -54,15 +56,16 @@ def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress
     per_domain, _ = resolve_per_domain(df, law, per_domain, domains)
     results, tables = {}, []
     n_vals = np.unique(df["n_params"])
-    t_vals = np.unique(df["budget_tokens"])
+    budget, b_label = budget_of(df), budget_label(df)  # T = D + D', or C with a shared seed
+    t_vals = np.unique(budget)
     log_progress(f"{law.name}: held-out checks", progress)
     for check, column, values, label, skipped in (
-            ("largest_N", "n_params", n_vals, "N", "one model size in the data"),
-            ("largest_T", "budget_tokens", t_vals, "D + D'", "one budget D + D' in the data")):
+            ("largest_N", df["n_params"], n_vals, "N", "one model size in the data"),
+            ("largest_T", budget, t_vals, b_label, f"one budget {b_label} in the data")):
         if len(values) < 2:
             results[check] = {"skipped": skipped}
             continue
-        res, tab = _one_split(df, df[column] < values[-1], law, per_domain, domains, check,
+        res, tab = _one_split(df, (column < values[-1]).to_numpy(), law, per_domain, domains, check,
                               f"{label} = {values[-1]:.4g}")
         results[check] = res
         tables.append(tab)

@@ -299,6 +299,14 @@ def test_default_sweep_report_measures_at_equal_compute(tmp_path):
     md = build_report(readme_table(), out, n_bootstrap=2, progress=False, coverage_bootstrap=0).read_text()
     split = json.loads((out / "split.json").read_text())
     assert split["accounting"] == "shared-seed" and split["budget_tokens"] == 1_024_000
+    # grouped by C (not by D + D', which changes with the fraction): every measured fraction is searched,
+    # and the baseline is the one at the same (N, C, D)
+    assert split["search"]["measured_at"]["fractions"] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert split["search"]["range"] == [0.0, 1.0]
+    m = split["measured"]
+    assert m["best_fraction"] == pytest.approx(0.8)
+    assert m["gain_vs_pretrain_only"] == pytest.approx((0.4055 - 0.2925) / 0.4055)
+    assert m["gain_vs_baseline_same_fraction"] == pytest.approx((0.3755 - 0.2925) / 0.3755)
     rec = section(md, "Recommendation")
     assert rec.index("Measured (no fit)") < rec.index("Fitted (")
     assert "the best measured split is D/C = 0.80" in rec
