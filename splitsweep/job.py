@@ -155,21 +155,25 @@ class Job:
 
     def _seed_start(self, model, optimizer) -> tuple[int, Path | None]:
         """Load the largest good checkpoint of the trajectory at or below D; (its step, its path)."""
-        plan, env = self.plan, self.env
+        plan = self.plan
         candidates = [(step, path) for step, path in _seed_checkpoints(self.trajectory_dir)
                       if step <= plan.seed_steps]
         for step, path in reversed(candidates):
             try:
                 ckpt.load(path, model, optimizer)
             except ckpt.CorruptCheckpoint as err:  # verified before anything is loaded: the model is untouched
-                env.barrier()
-                if env.is_main:
-                    aside = ckpt.quarantine(path)
-                    print(f"[{plan.run_id}] {err}; moved to {aside}, starting from the one below", flush=True)
+                self._set_aside(path, err, "starting from the one below")
                 continue
             _reapply_hparams(plan, optimizer)
             return step, path
         return 0, None
+
+    def _set_aside(self, path: Path, err: Exception, then: str) -> None:
+        """A checkpoint that failed its checksums on every rank: moved aside (rank 0), so it is rebuilt."""
+        self.env.barrier()
+        if self.env.is_main:
+            aside = ckpt.quarantine(path)
+            print(f"[{self.plan.run_id}] {err}; moved to {aside}, {then}", flush=True)
 
     def _train_seed(self, final: Path, lease: FileLock | None) -> None:
         plan, env = self.plan, self.env
@@ -277,10 +281,7 @@ class Job:
                 else:
                     step = int(ckpt.load(progress, model, optimizer)["step"])
             except ckpt.CorruptCheckpoint as err:  # verified before anything is loaded: the model is untouched
-                env.barrier()
-                if env.is_main:
-                    aside = ckpt.quarantine(where)
-                    print(f"[{label}] {err}; moved to {aside}, resuming from an earlier state", flush=True)
+                self._set_aside(where, err, "resuming from an earlier state")
                 continue
             if where is progress:
                 _reapply_hparams(plan, optimizer)

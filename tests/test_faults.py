@@ -384,6 +384,22 @@ def test_a_corrupt_stored_seed_is_detected_moved_aside_and_rebuilt(tmp_path):
         ckpt.verify(seed)
 
 
+def test_a_corrupt_progress_checkpoint_is_moved_aside_and_the_run_resumes_from_an_earlier_state(tmp_path):
+    args = [f"split.pretrain_tokens={2 * T}", f"split.special_tokens={40 * T}", "split.expert_domain=d1",
+            "train.checkpoint_every_steps=1"]
+    first = start(tmp_path / "a", *args, log=tmp_path / "first.log")
+    wait_until(expert_progress(tmp_path / "a"), first, tmp_path / "first.log")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    slot = next((tmp_path / "a" / "sweeps" / "test" / "runs").glob("*/progress"))
+    shard = next(ckpt.resolve(slot).glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:-7])  # a truncated shard
+    out = run_tiny(tmp_path / "a", *args).stdout
+    assert "moved to" in out and "resuming from an earlier state" in out
+    run_tiny(tmp_path / "ref", *args)
+    assert_same(losses(tmp_path / "a"), losses(tmp_path / "ref"))
+
+
 def test_a_stop_signal_while_waiting_for_a_lock_ends_the_wait(tmp_path):
     args = [f"split.pretrain_tokens={2 * T}", f"split.special_tokens={2 * T}", "split.expert_domain=d0"]
     run_tiny(tmp_path / "probe", *args)  # learn the run id
