@@ -26,7 +26,6 @@ import pandas as pd
 from .errors import AnalysisError
 from .fit import FitResult, fit_law, log_progress
 from .inputs import LawInputs
-from .io import budget_label, budget_of
 from .laws import Law
 
 LEVEL = 0.8
@@ -158,20 +157,15 @@ def heldout_coverage(rows: pd.DataFrame, law: Law, *, per_domain: bool = False, 
     Each training part is refitted with `n_bootstrap` resamples of trained models (its intervals need them);
     a check that cannot be fitted gives {"error": ...}, one that does not apply {"skipped": ...}.
     """
-    from .validate import KFOLD
+    from .validate import KFOLD, heldout_splits
     domains = sorted(rows["eval_domain"].unique())
-    budget, b_label = budget_of(rows), budget_label(rows)  # T = D + D', or C with a shared seed
-    n_vals, t_vals = np.unique(rows["n_params"]), np.unique(budget)
     out = {}
     log_progress(f"{law.name}: {level:.0%} prediction-interval coverage of the held-out checks", progress)
-    for check, column, values, label, skipped in (
-            ("largest_N", rows["n_params"], n_vals, "N", "one model size in the data"),
-            ("largest_T", budget, t_vals, b_label, f"one budget {b_label} in the data")):
-        if len(values) < 2:
-            out[check] = {"skipped": skipped}
+    extrapolation, folds = heldout_splits(rows)
+    for check, mask, held in extrapolation:
+        if mask is None:
+            out[check] = {"skipped": held}
             continue
-        mask = (column < values[-1]).to_numpy()
-        held = f"{label} = {values[-1]:.4g}"
         try:
             train, fit = _fit_part(rows, mask, law, per_domain, domains, n_bootstrap, seed)
             k, n, runs = _covered(fit, train, rows[~mask], level, n_resample, seed)
@@ -180,15 +174,13 @@ def heldout_coverage(rows: pd.DataFrame, law: Law, *, per_domain: bool = False, 
             continue
         out[check] = {"held_out": held, "level": level, "covered": k, "n_rows": n, "n_runs": len(runs),
                       "coverage": k / n if n else None}
-    if len(n_vals) < 2 and len(t_vals) < 2:
-        runs = np.array(sorted(rows["run_id"].unique()))
-        fold_of_run = {r: i % KFOLD for i, r in enumerate(runs)}
-        folds = rows["run_id"].map(fold_of_run).to_numpy()
+    if folds is not None:
+        runs = rows["run_id"].unique()
         k_all, n_all, run_all, problems = 0, 0, set(), []
-        for fold in range(min(KFOLD, len(runs))):
+        for train_mask in folds:
             try:
-                train, fit = _fit_part(rows, folds != fold, law, per_domain, domains, n_bootstrap, seed)
-                k, n, r = _covered(fit, train, rows[folds == fold], level, n_resample, seed)
+                train, fit = _fit_part(rows, train_mask, law, per_domain, domains, n_bootstrap, seed)
+                k, n, r = _covered(fit, train, rows[~train_mask], level, n_resample, seed)
             except AnalysisError as e:
                 problems.append(str(e))
                 continue

@@ -55,27 +55,20 @@ def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress
     domains = sorted(df["eval_domain"].unique())
     per_domain, _ = resolve_per_domain(df, law, per_domain, domains)
     results, tables = {}, []
-    n_vals = np.unique(df["n_params"])
-    budget, b_label = budget_of(df), budget_label(df)  # T = D + D', or C with a shared seed
-    t_vals = np.unique(budget)
     log_progress(f"{law.name}: held-out checks", progress)
-    for check, column, values, label, skipped in (
-            ("largest_N", df["n_params"], n_vals, "N", "one model size in the data"),
-            ("largest_T", budget, t_vals, b_label, f"one budget {b_label} in the data")):
-        if len(values) < 2:
-            results[check] = {"skipped": skipped}
+    extrapolation, folds = heldout_splits(df)
+    for check, train_mask, held in extrapolation:
+        if train_mask is None:
+            results[check] = {"skipped": held}
             continue
-        res, tab = _one_split(df, (column < values[-1]).to_numpy(), law, per_domain, domains, check,
-                              f"{label} = {values[-1]:.4g}")
+        res, tab = _one_split(df, train_mask, law, per_domain, domains, check, held)
         results[check] = res
         tables.append(tab)
-    if len(n_vals) < 2 and len(t_vals) < 2:
-        runs = np.array(sorted(df["run_id"].unique()))
-        fold_of_run = {r: i % KFOLD for i, r in enumerate(runs)}
-        folds = df["run_id"].map(fold_of_run).to_numpy()
+    if folds is not None:
+        runs = df["run_id"].unique()
         errs, n_test, problems = [], 0, []
-        for k in range(min(KFOLD, len(runs))):
-            res, tab = _one_split(df, folds != k, law, per_domain, domains, "runs_kfold", f"fold {k}")
+        for k, train_mask in enumerate(folds):
+            res, tab = _one_split(df, train_mask, law, per_domain, domains, "runs_kfold", f"fold {k}")
             if tab is None:
                 problems.append(res.get("error", "?"))
                 continue
@@ -92,6 +85,31 @@ def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress
     table = pd.concat([t for t in tables if t is not None], ignore_index=True) if any(
         t is not None for t in tables) else pd.DataFrame()
     return results, table
+
+
+def heldout_splits(df: pd.DataFrame) -> tuple[list, list | None]:
+    """The held-out checks, defined once for the fits (`heldout`) and for interval coverage.
+
+    Returns ([(check, training mask or None when skipped, what is held out or why it is skipped)], and the
+    k-fold training masks over trained models when the data have one model size and one budget, else None).
+    """
+    n_vals = np.unique(df["n_params"])
+    budget, b_label = budget_of(df), budget_label(df)  # T = D + D', or C with a shared seed
+    t_vals = np.unique(budget)
+    extrapolation = []
+    for check, column, values, label, skipped in (
+            ("largest_N", df["n_params"], n_vals, "N", "one model size in the data"),
+            ("largest_T", budget, t_vals, b_label, f"one budget {b_label} in the data")):
+        if len(values) < 2:
+            extrapolation.append((check, None, skipped))
+        else:
+            extrapolation.append((check, (column < values[-1]).to_numpy(), f"{label} = {values[-1]:.4g}"))
+    if len(n_vals) >= 2 or len(t_vals) >= 2:
+        return extrapolation, None
+    runs = np.array(sorted(df["run_id"].unique()))
+    fold_of_run = {r: i % KFOLD for i, r in enumerate(runs)}
+    folds = df["run_id"].map(fold_of_run).to_numpy()
+    return extrapolation, [folds != k for k in range(min(KFOLD, len(runs)))]
 
 
 def heldout_score(checks: dict) -> float | None:
