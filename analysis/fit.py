@@ -131,27 +131,47 @@ class Layout:
 class Problem:
     """A law, its layout and the data: residuals r = log L_hat - log L_obs and their Jacobian."""
 
-    def __init__(self, layout: Layout, x: LawInputs, loss: np.ndarray, delta: float = DELTA):
+    def __init__(self, layout: Layout, x: LawInputs, loss: np.ndarray, delta: float = DELTA,
+                 scale: np.ndarray | None = None):
         self.layout, self.x, self.delta = layout, x, delta
         self.log_y = np.log(np.asarray(loss, float))
         self.active = layout.spec.active
+        # Each residual times its row's weight (se_weights): a row measured twice as precisely counts double.
+        self.scale = np.ones(len(x)) if scale is None else np.asarray(scale, float)
 
     def residuals(self, theta):
         log_l, _ = self.layout.law.log_loss(self.layout.values(theta, self.x), self.x, self.active, grad=False)
-        return np.broadcast_to(log_l, (len(theta), len(self.x))) - self.log_y
+        return (np.broadcast_to(log_l, (len(theta), len(self.x))) - self.log_y) * self.scale
 
     def residuals_jac(self, theta):
         vals = self.layout.values(theta, self.x)
         log_l, grads = self.layout.law.log_loss(vals, self.x, self.active, grad=True)
-        r = np.broadcast_to(log_l, (len(theta), len(self.x))) - self.log_y
-        return r, self.layout.jacobian(grads, self.x, len(theta))
+        r = (np.broadcast_to(log_l, (len(theta), len(self.x))) - self.log_y) * self.scale
+        return r, self.layout.jacobian(grads, self.x, len(theta)) * self.scale[None, :, None]
 
     def objective(self, theta, weights=None):
         h = huber(self.residuals(theta), self.delta)
         return (h if weights is None else h * weights).sum(axis=1)
 
     def take(self, idx) -> "Problem":
-        return Problem(self.layout, self.x.take(idx), np.exp(self.log_y[idx]), self.delta)
+        return Problem(self.layout, self.x.take(idx), np.exp(self.log_y[idx]), self.delta, self.scale[idx])
+
+
+SE_WEIGHT_RANGE = (1 / 3, 3.0)
+
+
+def se_weights(df: pd.DataFrame) -> np.ndarray | None:
+    """Residual weights from the rows' standard errors: median(se/L) / (se/L), clipped to SE_WEIGHT_RANGE so
+    that no row dominates or vanishes; rows without a standard error weigh 1. None when no row has one."""
+    if "eval_loss_se" not in df.columns:
+        return None
+    rel = pd.to_numeric(df["eval_loss_se"], errors="coerce").to_numpy(float) / df["eval_loss"].to_numpy(float)
+    ok = np.isfinite(rel) & (rel > 0)
+    if not ok.any():
+        return None
+    w = np.ones(len(df))
+    w[ok] = np.clip(np.median(rel[ok]) / rel[ok], *SE_WEIGHT_RANGE)
+    return w
 
 
 def batched_lm(problem: Problem, theta0: np.ndarray, weights=None, max_iter: int = 300,
@@ -314,6 +334,7 @@ class FitResult:
     boot_theta: np.ndarray | None = None  # (resamples, free params), fitted space
     top_theta: np.ndarray | None = None   # the distinct optima polished (warm starts for refits)
     problem: "Problem | None" = field(default=None, repr=False, compare=False)  # the fitted data
+    weighted: bool = False  # residuals weighted by the rows' standard errors
     _diagnostics: tuple | None = field(default=None, repr=False, compare=False)  # (key, diagnose(...))
 
     @property
@@ -373,7 +394,8 @@ class FitResult:
             "stderr": self.stderr(),
             "interval_95": self.intervals(),
             "objective": self.objective,
-            "objective_kind": f"sum of Huber(delta={DELTA:g}) of log-loss residuals",
+            "objective_kind": f"sum of Huber(delta={DELTA:g}) of log-loss residuals"
+                              + (", each weighted by its row's precision (eval_loss_se)" if self.weighted else ""),
             "n_points": self.n_points,
             "n_distinct_points": self.n_distinct,
             "n_free_params": self.layout.size,
@@ -426,13 +448,15 @@ def resolve_per_domain(df: pd.DataFrame, law: Law, per_domain: bool | None,
 def fit_law(df: pd.DataFrame, law: Law, *, per_domain: bool | None = False, delta: float = DELTA,
             n_polish: int = 3, n_bootstrap: int = 0, seed: int = 0, domains: list | None = None,
             warm_starts: np.ndarray | None = None, progress: bool = False, selection: str | None = None,
-            max_iter: int = 300) -> FitResult:
+            max_iter: int = 300, weighted: bool = True) -> FitResult:
     """Fit `law` to the rows of `df` (already selected). Raises AnalysisError if it cannot be identified.
 
     per_domain: True one coefficient (E, A, B, C) per domain with shared exponents, False one set, None
     per domain whenever the data have more than one domain (resolve_per_domain; analyze's default).
     warm_starts: optional extra starts (free vectors of the same layout), e.g. the full-data optimum
     when refitting a held-out subset; they are added to the grid.
+    weighted: each residual weighted by its row's precision (se_weights, from eval_loss_se) when the table
+    has standard errors.
     The result carries its data (`problem`) and its identifiability checks (`diagnostics`).
     """
     t0 = time.perf_counter()
@@ -447,7 +471,8 @@ def fit_law(df: pd.DataFrame, law: Law, *, per_domain: bool | None = False, delt
         raise AnalysisError(
             f"law {law.name!r} has {layout.size} free parameters{folded} and needs at least {need} distinct "
             f"(N, D, D', role) points; the data have {n_distinct} (in {len(df)} rows)")
-    problem = Problem(layout, x, df["eval_loss"].to_numpy(float), delta)
+    scale = se_weights(df) if weighted else None
+    problem = Problem(layout, x, df["eval_loss"].to_numpy(float), delta, scale)
     starts = layout.grid()
     if warm_starts is not None and len(warm_starts):
         starts = np.vstack([np.atleast_2d(warm_starts), starts])
@@ -475,7 +500,7 @@ def fit_law(df: pd.DataFrame, law: Law, *, per_domain: bool | None = False, delt
                     notes=list(spec.notes) + ([layout_note] if layout_note else []),
                     n_starts=len(starts), seconds=0.0, lmfit_success=bool(res.success),
                     lmfit_message=str(res.message), lmfit_stderr=stderr, top_theta=np.array(polished),
-                    problem=problem)
+                    problem=problem, weighted=scale is not None)
     log_progress(f"{law.name}: best Huber sum {f:.6g} after {time.perf_counter() - t0:.1f} s", progress)
     if n_bootstrap:
         fit.boot_theta = bootstrap(fit, problem, df, n_bootstrap, seed=seed, progress=progress)

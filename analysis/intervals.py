@@ -58,7 +58,9 @@ def problem_residuals(fit: FitResult) -> np.ndarray | None:
     problem = getattr(fit, "problem", None)
     if problem is None:
         return None
-    return _inflate(-np.asarray(problem.residuals(np.atleast_2d(fit.theta))[0], float), fit.layout.size)
+    # Unweighted: the noise of a new observation is on the loss itself, not in units of the fit's weights.
+    return _inflate(-np.asarray(problem.residuals(np.atleast_2d(fit.theta))[0] / problem.scale, float),
+                    fit.layout.size)
 
 
 def _residual_pool(fit, rows, resid) -> np.ndarray:

@@ -220,6 +220,32 @@ TWO_SOURCE = Law(
            Term("C", "gamma", _size_domain, label="T_dom")],
 )
 
+def _size_mixture(vals, x):
+    """G = mixture tokens seen: D for an expert, D + D' for the baseline."""
+    return np.log(np.maximum(x.mixture_tokens, 1.0)), {}
+
+
+ADDITIVE = Law(
+    name="additive",
+    formula="L = E + A·N^-alpha + B·G^-beta + C·T_dom^-gamma;  G = mixture tokens seen (D for an expert, D + D' "
+            "for the baseline), T_dom = tokens of the evaluated domain seen (as in two_source)",
+    why="D-CPT-style (Que et al. 2024): separate, additive power laws in the mixture tokens and in the "
+        "domain's own tokens, with per-domain coefficients. Fewer parameters than two_source (a specialization "
+        "token adds nothing to general skill, eta = 0); a split trades the mixture term against the domain term.",
+    params=[
+        Param("E", True, _E, (-1.0, 0.0, 1.0), per_domain=True),
+        Param("A", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("alpha", False, _EXPO, (0.25, 0.75)),
+        Param("B", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("beta", False, _EXPO, (0.25, 0.75)),
+        Param("C", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("gamma", False, _EXPO, (0.25, 0.75)),
+    ],
+    terms=[Term("A", "alpha", _size_n, label="N"),
+           Term("B", "beta", _size_mixture, label="G"),
+           Term("C", "gamma", _size_domain, label="T_dom")],
+)
+
 TRANSFER = Law(
     name="transfer",
     formula="L = E + A·N^-alpha + B·D_eff^-beta;  D_eff = T_dom + k·G^rho·N^nu, G = mixture tokens seen "
@@ -244,7 +270,7 @@ TRANSFER = Law(
     fixed_when_single_n={"nu": 0.0},
 )
 
-LAWS = {law.name: law for law in (CHINCHILLA, TWO_SOURCE, TRANSFER)}
+LAWS = {law.name: law for law in (CHINCHILLA, TWO_SOURCE, ADDITIVE, TRANSFER)}
 
 
 def get_law(name: str) -> Law:

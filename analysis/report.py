@@ -841,6 +841,22 @@ def _data(doc: Doc, table: pd.DataFrame, rows: pd.DataFrame, selection: str, swe
          f"{rows['pretrain_fraction'].min():.3g} – {rows['pretrain_fraction'].max():.3g}"],
         ["eval domains", rows["eval_domain"].nunique(), ", ".join(sorted(rows["eval_domain"].unique()))],
     ])
+    if plots.has_se(table):
+        rel = pd.to_numeric(rows["eval_loss_se"], errors="coerce") / rows["eval_loss"]
+        by = rel.groupby(rows["eval_domain"]).agg(["median", "max"]).dropna()
+        if len(by):
+            doc.para("Held-out precision: standard error of each loss over documents, relative to the loss, "
+                     "by domain (median / largest): " + "; ".join(f"{d} {pct(r['median'])} / {pct(r['max'])}"
+                                                                 for d, r in by.iterrows())
+                     + ". Every model is evaluated on the same documents, so most of this error is shared by all "
+                       "of a domain's rows (it moves the domain's E, not the comparisons); the fit weights each "
+                       "row by its precision.")
+    if "cooldown_tokens" in table.columns:
+        annealed = table[(table["special_tokens"] == 0) & (pd.to_numeric(table["cooldown_tokens"], errors="coerce") > 0)]
+        if len(annealed):
+            share = (annealed["cooldown_tokens"] / annealed["pretrain_tokens"]).median()
+            doc.para(f"Pretraining-only rows (D' = 0, {annealed['run_id'].nunique()} models) are finished runs: each "
+                     f"left the constant-LR seed trajectory {share:.0%} of D early and decayed on the mixture.")
 
 
 def _key(v) -> np.ndarray:

@@ -10,7 +10,9 @@ the repo root (sequential local launcher, one job at a time), then counts:
 - trained    = seed tokens (sum of `tokens` over every store/seeds/<id>/segments.jsonl line)
                + expert tokens (per run: the record's `tokens_trained` minus the seed tokens that run
                trained itself, i.e. its own lines in segments.jsonl; `tokens_trained` includes them)
-- minimum    = each seed trajectory once (the largest D any run needs from it) + every run's D'
+- minimum    = each seed trajectory once (the largest D any run needs from it) + every run's D' (a
+               pretraining-only run's D is its branch point D - cooldown_tokens, its D' its cooldown)
+- evaluated  = held-out tokens of every row (forward passes, about a third of a training token each)
 - no reuse   = every grid point from scratch: sum of D + D' over runs
 
 Goal: trained / minimum <= 1.05. The numbers are token counts, so machine load does not change them
@@ -66,19 +68,26 @@ def count(output: Path) -> dict:
         seed_by_traj[s["trajectory"]] += int(s["tokens"])
 
     expert_tokens = {rid: int(r["tokens_trained"]) - seed_by_run[rid] for rid, r in runs.items()}
+    # A pretraining-only run (D' = 0) under wsd leaves the trajectory cooldown_tokens before D and decays on
+    # the mixture: its seed is D - cooldown, its own phase the cooldown.
+    branch = {rid: int(r["pretrain_tokens"]) - int(r.get("cooldown_tokens") or 0) for rid, r in runs.items()}
+    own = {rid: int(r["special_tokens"]) + int(r.get("cooldown_tokens") or 0) for rid, r in runs.items()}
     max_d = defaultdict(int)
-    for r in runs.values():
-        if r["pretrain_tokens"] > 0:
-            max_d[r["seed_id"]] = max(max_d[r["seed_id"]], int(r["pretrain_tokens"]))
+    for rid, r in runs.items():
+        if branch[rid] > 0:
+            max_d[r["seed_id"]] = max(max_d[r["seed_id"]], branch[rid])
     seed_trained = sum(seed_by_traj.values())
     expert_trained = sum(expert_tokens.values())
-    minimum = sum(max_d.values()) + sum(int(r["special_tokens"]) for r in runs.values())
+    minimum = sum(max_d.values()) + sum(own.values())
     scratch = sum(int(r["pretrain_tokens"]) + int(r["special_tokens"]) for r in runs.values())
-    mismatched = [rid for rid, r in runs.items() if expert_tokens[rid] != int(r["special_tokens"])]
+    mismatched = [rid for rid in runs if expert_tokens[rid] != own[rid]]
+    # Evaluation is compute too: a forward pass costs about a third of a training step's FLOPs per token.
+    eval_tokens = sum(int(r.get("eval_tokens") or 0) for r in rows if r.get("eval_domain") != "mixture")
     return {
         "runs": len(runs), "trajectories": len(seed_by_traj), "seed_segments": len(segments),
         "seed_trained": seed_trained, "seed_minimum": sum(max_d.values()),
-        "expert_trained": expert_trained, "expert_minimum": sum(int(r["special_tokens"]) for r in runs.values()),
+        "expert_trained": expert_trained, "expert_minimum": sum(own.values()),
+        "eval_tokens": eval_tokens, "eval_train_equivalent": eval_tokens // 3,
         "trained": seed_trained + expert_trained, "minimum": minimum, "no_reuse": scratch,
         "experts_not_equal_to_D_prime": mismatched,
         "segments": [{k: s[k] for k in ("trajectory", "from_step", "to_step", "tokens", "wall_s")} for s in segments],
@@ -126,6 +135,9 @@ def main():
     print(f"{'total trained':22s}{c['trained']:>14,}")
     print(f"{'minimum':22s}{c['minimum']:>14,}")
     print(f"{'no reuse (scratch)':22s}{c['no_reuse']:>14,}")
+    print(f"{'held-out evaluated':22s}{c['eval_tokens']:>14,}   (forward only: about "
+          f"{c['eval_train_equivalent']:,} training tokens, {c['eval_train_equivalent'] / c['trained']:.1%} "
+          f"of the training)")
     print(f"trained / minimum  = {c['trained'] / c['minimum']:.4f}   (goal <= 1.05)")
     print(f"trained / no reuse = {c['trained'] / c['no_reuse']:.4f}   "
           f"(reuse saves {1 - c['trained'] / c['no_reuse']:.1%} of the tokens)")

@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -96,7 +97,7 @@ class Job:
         plan, env = self.plan, self.env
         if plan.seed_steps == 0:
             return None
-        final = self.trajectory_dir / f"{SEED_PREFIX}{plan.pretrain_tokens:015d}"
+        final = self.trajectory_dir / f"{SEED_PREFIX}{plan.seed_tokens:015d}"
         if ckpt.is_complete(final) and ckpt.is_good(final):
             return final
         if env.is_main:
@@ -179,7 +180,7 @@ class Job:
         plan, env = self.plan, self.env
         model, optimizer = _build(plan, env)
         start_step, start = self._seed_start(model, optimizer)
-        label = f"seed {plan.spec.name} D={plan.pretrain_tokens:,}"
+        label = f"seed {plan.spec.name} D={plan.seed_tokens:,}"
         if env.is_main:
             print(f"[{label}] training steps {start_step}..{plan.seed_steps}"
                   + (f" from {start.name}" if start else " from scratch"), flush=True)
@@ -390,11 +391,19 @@ class Job:
         plan, source = self.plan, self.plan.source
         batch_rows = int(self.cfg.train.eval_batch)
         rows = []
-        targets = [(d, source.heldout(k)) for k, d in enumerate(source.domains)]
-        targets.append((MIXTURE, source.heldout_mixture()))
+        domains = list(source.domains)
+        if str(self.cfg.train.get("eval_scope", "all")) == "own" and plan.expert_domain != MIXTURE:
+            domains = [plan.expert_domain]
+        measured = {d: trainer.evaluate_with_se(source.heldout(source.domain_index(d)), batch_rows,
+                                                source.heldout_documents(source.domain_index(d))) for d in domains}
+        if len(domains) == len(source.domains):
+            # The mixture: each domain's loss weighted by its share, no second pass over the same text.
+            w = [plan.mixture_weight(d) for d in source.domains]
+            per = [measured[d] for d in source.domains]
+            measured[MIXTURE] = (float(sum(wk * m[0] for wk, m in zip(w, per))), int(sum(m[1] for m in per)),
+                                 float(np.sqrt(sum((wk * m[2]) ** 2 for wk, m in zip(w, per)))))
         tokens = plan.pretrain_tokens + plan.special_tokens
-        for domain, heldout in targets:
-            loss, n_tokens, loss_se = trainer.evaluate_with_se(heldout, batch_rows)
+        for domain, (loss, n_tokens, loss_se) in measured.items():
             recall = None
             if domain != MIXTURE and hasattr(source, "recall_items"):
                 facts, mask = source.recall_items(source.domain_index(domain))
@@ -412,7 +421,7 @@ class Job:
                 "git_sha": git_sha(), "wall_s": round(wall_s, 3), "tokens_trained": self.tokens_trained,
                 "epochs_max": round(plan.epochs_max, 4), "batch_tokens": plan.batch.tokens_per_step,
                 "accounting": plan.accounting, "budget_tokens": plan.budget_tokens, "n_experts": plan.n_experts,
-                "status": "ok",
+                "cooldown_tokens": plan.cooldown_steps * plan.batch.tokens_per_step, "status": "ok",
             })
         for r in rows:
             if not math.isfinite(r["eval_loss"]):

@@ -2,6 +2,7 @@
 and of the run. Every check here runs before any compute is spent."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from . import resolvers  # noqa: F401 (registers ${ss_by_n:...} for the configs planned here)
 from .data import MIXTURE, TokenSource, build_source
 from .errors import ConfigError
 from .model import ModelSpec
@@ -54,6 +56,7 @@ def _whole_steps(name: str, tokens, tokens_per_step: int) -> int:
 # ---------------------------------------------------------------------- value checks (before any compute)
 DEVICES = ("auto", "cpu", "cuda")  # what init_distributed tells apart: anything else would run on the CPU
 DATA_KINDS = ("phonebook", "hf")
+EVAL_SCOPES = ("all", "own")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -116,6 +119,8 @@ def _check_train(t) -> None:
     check_integer("train.warmup_steps", t.warmup_steps, 0)
     check_unit_interval("train.min_lr_factor", t.min_lr_factor)
     check_unit_interval("train.decay_fraction", t.get("decay_fraction", 1.0))
+    check_unit_interval("train.pretrain_only_cooldown", t.get("pretrain_only_cooldown", 0.0))
+    _check_choice("train.eval_scope", t.get("eval_scope", "all"), EVAL_SCOPES)
     check_positive("train.grad_clip", t.grad_clip, 1.0)
     o = t.optimizer
     betas = list(o.betas) if OmegaConf.is_list(o.betas) else o.betas
@@ -173,14 +178,24 @@ class Plan:
     accounting: str = "per_path"  # how the grid point's budget is read (split.accounting)
     budget_tokens: int = 0  # T (per_path) or C (shared_seed) the point's split divides
     n_experts: int = 1  # K, the experts sharing the seed under shared_seed
+    recorded_steps: tuple[int, int] | None = None  # (D, D') of the grid point, in steps (None: the path's)
+    cooldown_steps: int = 0  # a pretraining-only run's decay on the mixture, branched this many steps before D
 
+    # seed_steps / expert_steps are the path trained: where it leaves the seed trajectory, and what follows.
+    # pretrain_tokens / special_tokens are what the grid point is and its rows record (D, D'); they differ
+    # only for an annealed pretraining-only run (D' = 0, the last cooldown_steps of D decayed on the mixture).
     @property
     def pretrain_tokens(self) -> int:
-        return self.seed_steps * self.batch.tokens_per_step
+        return (self.recorded_steps or (self.seed_steps, 0))[0] * self.batch.tokens_per_step
 
     @property
     def special_tokens(self) -> int:
-        return self.expert_steps * self.batch.tokens_per_step
+        return (self.recorded_steps or (0, self.expert_steps))[1] * self.batch.tokens_per_step
+
+    @property
+    def seed_tokens(self) -> int:
+        """Tokens of the seed checkpoint the path starts from."""
+        return self.seed_steps * self.batch.tokens_per_step
 
     @property
     def n_params(self) -> int:
@@ -210,9 +225,28 @@ def n_experts(split, n_domains: int) -> int:
     return k
 
 
-def split_tokens(split, tokens_per_step: int, n_domains: int = 1) -> tuple[int, int]:
-    """(D, D') in steps: from split.pretrain_fraction of split.budget_tokens when a fraction is set,
-    else from split.pretrain_tokens and split.special_tokens (budget_tokens only pairs with a fraction).
+def budget_tokens(split, tokens_per_step: int, n_params: int) -> int | None:
+    """The budget the fraction divides: split.budget_tokens, or split.tokens_per_param x N rounded to the
+    nearest whole multiple of split.budget_step_multiple steps (so a ladder states its budgets per parameter
+    and every fraction of the grid is a whole number of steps at every N)."""
+    tpp = split.get("tokens_per_param")
+    if tpp is None:
+        return split.get("budget_tokens")
+    if split.get("budget_tokens") is not None:
+        raise ConfigError(f"give either split.budget_tokens (here {split.budget_tokens}) or split.tokens_per_param "
+                          f"(here {tpp}: the budget as tokens per non-embedding parameter), not both; e.g. add "
+                          "split.budget_tokens=null")
+    if not _is_number(tpp) or not 0 < tpp < math.inf:
+        raise ConfigError(f"split.tokens_per_param={tpp!r} must be a number > 0, e.g. 20 (Chinchilla's ratio)")
+    multiple = check_integer("split.budget_step_multiple", split.get("budget_step_multiple", 1), 1)
+    quantum = multiple * tokens_per_step
+    return max(1, round(float(tpp) * n_params / quantum)) * quantum
+
+
+def split_tokens(split, tokens_per_step: int, n_domains: int = 1, n_params: int = 0) -> tuple[int, int]:
+    """(D, D') in steps: from split.pretrain_fraction of the budget (split.budget_tokens, or
+    split.tokens_per_param x N) when a fraction is set, else from split.pretrain_tokens and
+    split.special_tokens (a budget only pairs with a fraction).
 
     The budget is read in split.accounting: `per_path`, T = D + D' for each expert path; `shared_seed`, the total
     C = D + K·D' of one seed shared by K experts (D = f·C, D' = (1 - f)·C / K), and the `mixture` baseline is one
@@ -226,11 +260,13 @@ def split_tokens(split, tokens_per_step: int, n_domains: int = 1) -> tuple[int, 
         if split.get("pretrain_tokens") is not None or split.get("special_tokens") is not None:
             raise ConfigError("give either split.pretrain_fraction (with split.budget_tokens), or "
                               "split.pretrain_tokens and split.special_tokens, not both")
-        if split.get("budget_tokens") is None:
-            raise ConfigError("split.pretrain_fraction needs split.budget_tokens (T = D + D')")
+        budget = budget_tokens(split, tokens_per_step, n_params)
+        if budget is None:
+            raise ConfigError("split.pretrain_fraction needs split.budget_tokens (T = D + D') or "
+                              "split.tokens_per_param")
         if isinstance(fraction, str) or not 0.0 <= float(fraction) <= 1.0:
             raise ConfigError(f"split.pretrain_fraction={fraction} is outside [0, 1]")
-        budget_steps = _whole_steps("split.budget_tokens", split.budget_tokens, tokens_per_step)
+        budget_steps = _whole_steps("split.budget_tokens", budget, tokens_per_step)
         k = n_experts(split, n_domains) if accounting == "shared_seed" and split.expert_domain != MIXTURE else 1
         seed_steps = float(fraction) * budget_steps
         valid = [i for i in range(budget_steps + 1) if (budget_steps - i) % k == 0]
@@ -239,11 +275,14 @@ def split_tokens(split, tokens_per_step: int, n_domains: int = 1) -> tuple[int, 
             high = min((i for i in valid if i > seed_steps), default=valid[-1])
             per = f" with (1 - f)·T shared by {k} experts" if k > 1 else ""
             raise ConfigError(
-                f"split.pretrain_fraction={fraction} of split.budget_tokens={int(split.budget_tokens):,}{per} is "
+                f"split.pretrain_fraction={fraction} of split.budget_tokens={int(budget):,}{per} is "
                 f"not a whole number of batches of {tokens_per_step:,} tokens; nearest valid "
                 f"fractions: {low / budget_steps:g} or {high / budget_steps:g}")
         seed_steps = int(round(seed_steps))
         return seed_steps, (budget_steps - seed_steps) // k
+    if split.get("tokens_per_param") is not None:
+        raise ConfigError("split.tokens_per_param needs split.pretrain_fraction (it sets the budget the fraction "
+                          "divides)")
     if split.get("pretrain_tokens") is None or split.get("special_tokens") is None:
         raise ConfigError("set split.pretrain_tokens and split.special_tokens "
                           "(or split.budget_tokens and split.pretrain_fraction)")
@@ -265,12 +304,29 @@ def make_plan(cfg: DictConfig) -> Plan:
     seed = int(cfg.seed)
     source = build_source(cfg.data, seq_len=batch.seq_len, seed=seed)
     expert_domain = str(cfg.split.expert_domain)
+    if expert_domain == "each":
+        raise ConfigError("split.expert_domain=each stands for every domain's expert and the mixture baseline: "
+                          f"it expands in a multirun (-m) only; for one run name a domain of {source.domains} "
+                          f"or '{MIXTURE}'")
     if expert_domain != MIXTURE and expert_domain not in source.domains:
         raise ConfigError(f"split.expert_domain={expert_domain!r} is unknown; this data set's domains are "
                           f"{source.domains}, or '{MIXTURE}' for the no-split baseline")
-    seed_steps, expert_steps = split_tokens(cfg.split, batch.tokens_per_step, len(source.domains))
+    seed_steps, expert_steps = split_tokens(cfg.split, batch.tokens_per_step, len(source.domains),
+                                            spec.non_embedding_params())
     if seed_steps + expert_steps == 0:
         raise ConfigError("split: D + D' is 0 tokens; nothing to train")
+    recorded_steps = (seed_steps, expert_steps)
+    cooldown = 0
+    if expert_steps == 0:
+        # Pretraining only: no expert, whatever the grid point's domain (one model for all of them). Under
+        # wsd the seed at D is a stable-phase checkpoint, not a finished run: branch from the trajectory
+        # before D and decay on the mixture over the last train.pretrain_only_cooldown of D.
+        expert_domain = MIXTURE
+        share = check_unit_interval("train.pretrain_only_cooldown", t.get("pretrain_only_cooldown", 0.0))
+        if schedule.name == "wsd" and share > 0 and seed_steps > 1:
+            cooldown = min(seed_steps - 1, max(1, math.ceil(share * seed_steps)))
+            seed_steps, expert_steps = seed_steps - cooldown, cooldown
+            schedule = dataclasses.replace(schedule, decay_fraction=1.0)
 
     # Repetition: passes over each domain's training text along this path.
     seed_offsets = source.mixture.consumed(seed_steps * batch.global_batch)
@@ -304,13 +360,17 @@ def make_plan(cfg: DictConfig) -> Plan:
     run = {"trajectory": trajectory_id, "seed_steps": seed_steps, "expert_steps": expert_steps,
            "expert_domain": expert_domain, "min_lr_factor": schedule.min_lr_factor,
            "decay_fraction": schedule.decay_fraction, "version": STORE_VERSION}
+    if cooldown:
+        run["pretrain_only_cooldown_steps"] = cooldown
     accounting = str(cfg.split.get("accounting") or "per_path")
     k = n_experts(cfg.split, len(source.domains)) if accounting == "shared_seed" else 1
     sharing = k if expert_domain != MIXTURE else 1  # D and D' given: C = D + K·D' (one model of C for the baseline)
-    budget = (int(cfg.split.budget_tokens) if cfg.split.get("pretrain_fraction") is not None
-              else (seed_steps + sharing * expert_steps) * batch.tokens_per_step)
+    budget = (int(budget_tokens(cfg.split, batch.tokens_per_step, spec.non_embedding_params()))
+              if cfg.split.get("pretrain_fraction") is not None
+              else (recorded_steps[0] + sharing * recorded_steps[1]) * batch.tokens_per_step)
     return Plan(cfg, spec, source, schedule, batch, seed, seed_steps, expert_steps, expert_domain,
-                trajectory_id, signature(run), config_hash(cfg), seed_offsets, epochs_max, accounting, budget, k)
+                trajectory_id, signature(run), config_hash(cfg), seed_offsets, epochs_max, accounting, budget, k,
+                recorded_steps, cooldown)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -319,7 +379,11 @@ def config_hash(cfg: DictConfig) -> str:
     for volatile in ("paths", "logger", "report"):
         resolved.pop(volatile, None)
     split = resolved.get("split") or {}
-    for key, default in (("accounting", "per_path"), ("n_experts", None)):  # added later: same hash as before
+    for key, default in (("accounting", "per_path"), ("n_experts", None), ("tokens_per_param", None),
+                         ("budget_step_multiple", 1)):  # added later: same hash as before
         if key in split and split[key] == default:
             split.pop(key)
+    train = resolved.get("train") or {}
+    if train.get("eval_scope") == "all":
+        train.pop("eval_scope")
     return signature(resolved)

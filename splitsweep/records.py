@@ -34,9 +34,11 @@ COLUMNS = {
     "expert_domain": "a data domain, or 'mixture' for the no-split baseline",
     "eval_domain": "held-out domain this row's loss is measured on, or 'mixture'",
     "mixture_weight": "eval_domain's share of the mixture's tokens (1.0 for 'mixture')",
-    "eval_loss": "mean next-token cross-entropy on held-out text, nats per token",
+    "eval_loss": "mean next-token cross-entropy on held-out text, nats per token; for 'mixture', the domains' "
+                 "losses weighted by their mixture shares",
     "eval_tokens": "held-out tokens the loss averages over",
-    "eval_loss_se": "standard error of eval_loss over the held-out sequences (nats per token)",
+    "eval_loss_se": "standard error of eval_loss over the held-out documents (nats per token); for 'mixture', "
+                    "from the domains' standard errors",
     "recall_accuracy": "exact-match greedy recall of facts (phonebook only, else null)",
     "flops": "6 * n_params * (pretrain_tokens + special_tokens): seed share plus expert",
     "flops_total_params": "6 * n_params_total * (pretrain_tokens + special_tokens)",
@@ -52,6 +54,7 @@ COLUMNS = {
     "accounting": "how the budget was split: per_path (T = D + D' per expert path) or shared_seed (C = D + K·D')",
     "budget_tokens": "the budget the grid point's split divides: T (per_path) or C (shared_seed)",
     "n_experts": "K, the experts sharing one seed (1 under per_path)",
+    "cooldown_tokens": "pretraining only (D' = 0) under wsd: the last tokens of D, decayed on the mixture (else 0)",
     "status": "ok",
 }
 

@@ -405,21 +405,54 @@ def plan_point(hydra_context, config: DictConfig, idx: int, overrides: list[str]
     dirname = str(sweep_config.hydra.sweep.subdir)
     cfg = _task_cfg(sweep_config)
     plan = make_plan(cfg)
-    seed = Path(cfg.paths.store) / "seeds" / plan.trajectory_id / f"{SEED_PREFIX}{plan.pretrain_tokens:015d}"
+    seed = Path(cfg.paths.store) / "seeds" / plan.trajectory_id / f"{SEED_PREFIX}{plan.seed_tokens:015d}"
     return Point(idx, overrides, dirname, plan.run_id, plan.trajectory_id,
-                 plan.pretrain_tokens if plan.seed_steps else 0,
+                 plan.seed_tokens if plan.seed_steps else 0,
                  plan.seed_steps == 0 or ckpt.is_complete(seed),
                  is_recorded(Path(cfg.paths.sweep_dir), plan.run_id),
                  sweep_dir=str(cfg.paths.sweep_dir), cfg=cfg)
 
 
+EACH_DOMAIN = "each"  # split.expert_domain=each: one grid point per data domain, then the mixture baseline
+_EXPERT_KEY = "split.expert_domain"
+
+
+def expand_experts(hydra_context, config: DictConfig, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
+    """The grid with `split.expert_domain=each` replaced by one point per domain of the data (data.domains, or
+    the labels the data holds), then `mixture`: a sweep follows `data.domains` without listing them again."""
+    from .data import MIXTURE, build_source
+
+    out, known = [], {}
+    for overrides in job_overrides:
+        overrides = list(overrides)
+        at = [i for i, o in enumerate(overrides) if o.split("=", 1)[0].lstrip("+~") == _EXPERT_KEY]
+        if not at or overrides[at[-1]].split("=", 1)[1] != EACH_DOMAIN:
+            out.append(overrides)
+            continue
+        cfg = _task_cfg(hydra_context.config_loader.load_sweep_config(config, overrides))
+        key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True, default=str)
+        if key not in known:
+            domains = cfg.data.get("domains")
+            known[key] = (list(domains) if domains is not None
+                          else build_source(cfg.data, seq_len=int(cfg.train.seq_len), seed=int(cfg.seed)).domains)
+        for domain in [*known[key], MIXTURE]:
+            out.append([*overrides[:at[-1]], f"{_EXPERT_KEY}={domain}", *overrides[at[-1] + 1:]])
+    return out
+
+
 def plan_grid(hydra_context, config: DictConfig, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
               nothing: str) -> list[Point]:
-    """Every grid point planned before anything of the launch starts. A configuration mistake stops the
-    launch with `splitsweep: error: grid point #i (overrides): ...` and `nothing was <nothing>`, exit 2."""
+    """Every grid point planned before anything of the launch starts (`split.expert_domain=each` expanded
+    first: see expand_experts). A configuration mistake stops the launch with `splitsweep: error: grid point
+    #i (overrides): ...` and `nothing was <nothing>`, exit 2. Launch the points' overrides, not the input's."""
     from .errors import ConfigError
     from .sweep_identity import check_sweep, launch_axes
 
+    try:
+        job_overrides = expand_experts(hydra_context, config, job_overrides)
+    except ConfigError as err:
+        print(f"splitsweep: error: {err}\nsplitsweep: nothing was {nothing}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     points = []
     for i, overrides in enumerate(job_overrides):
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -42,11 +43,24 @@ def _under(key: str, prefixes: Iterable[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def defining_config(cfg: DictConfig) -> dict:
-    """The flattened settings that define the experiment (axes included; they are removed when comparing)."""
+def _mentions(expression: str, axes: Iterable[str]) -> bool:
+    return any(re.search(r"\$\{" + re.escape(a) + r"[}.,]", expression) for a in axes)
+
+
+def defining_config(cfg: DictConfig, axes: Iterable[str] = ()) -> dict:
+    """The flattened settings that define the experiment (axes included; they are removed when comparing).
+    A setting interpolated from an axis (`train.lr: ${ss_by_n:${model},...}`) is recorded as its rule: the
+    rule defines the experiment, its value at one grid point follows from the point."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
-    return {k: v for k, v in _flatten(resolved).items() if not _under(k, NOT_DEFINING)}
+    flat = _flatten(resolved)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw.pop("hydra", None)
+    axes = list(axes)
+    for k, v in _flatten(raw).items():
+        if isinstance(v, str) and "${" in v and _mentions(v, axes):
+            flat[k] = v
+    return {k: v for k, v in flat.items() if not _under(k, NOT_DEFINING)}
 
 
 def _key(override: str) -> str:
@@ -65,12 +79,12 @@ def check_sweep(sweep_dir: str | Path, sweep_name: str, cfg: DictConfig, axes: I
     """Refuse `cfg` when it defines another experiment than the one recorded in the sweep; else record it."""
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    mine = defining_config(cfg)
     with open(sweep_dir / ".sweep.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = sweep_dir / SWEEP_FILE
         recorded = json.loads(path.read_text()) if path.exists() else None
         axes = set(axes) | set((recorded or {}).get("axes", []))
+        mine = defining_config(cfg, axes)
         if recorded is not None:
             allowed = axes | set(POINT_AXES)
             theirs = recorded["config"]

@@ -246,12 +246,36 @@ class Trainer:
         return total / max(count, 1), int(count)
 
     @torch.no_grad()
-    def evaluate_with_se(self, rows: np.ndarray, batch_rows: int = 16) -> tuple[float, int, float]:
-        """(mean next-token loss, tokens, its standard error over the held-out sequences)."""
-        total, count, sq, n = self._sharded_map(rows, batch_rows, self._sum_ce)
-        mean = total / max(count, 1)
-        var = max(sq / max(n, 1) - mean * mean, 0.0) * n / max(n - 1, 1)  # of the per-sequence means
-        return mean, int(count), float(np.sqrt(var / max(n, 1)))
+    def evaluate_with_se(self, rows: np.ndarray, batch_rows: int = 16,
+                         documents: np.ndarray | None = None) -> tuple[float, int, float]:
+        """(mean next-token loss, tokens, its standard error over documents): `documents[i]` is the document
+        of row i (None: every row its own). Rows of one document are not independent samples, so the error
+        is the cluster (ratio-estimator) one: sum over documents of (loss sum - mean x tokens)^2."""
+        sums = self._row_sums(rows, batch_rows)
+        tokens_per_row = rows.shape[1] - 1
+        documents = np.arange(len(rows)) if documents is None else np.asarray(documents)
+        _, doc = np.unique(documents, return_inverse=True)
+        doc_sums = np.bincount(doc, weights=sums)
+        doc_tokens = np.bincount(doc) * float(tokens_per_row)
+        count = doc_tokens.sum()
+        mean = float(doc_sums.sum() / max(count, 1))
+        c = len(doc_sums)
+        var = c / max(c - 1, 1) * float(np.sum((doc_sums - mean * doc_tokens) ** 2)) / max(count, 1) ** 2
+        return mean, int(count), float(np.sqrt(var))
+
+    @torch.no_grad()
+    def _row_sums(self, rows: np.ndarray, batch_rows: int) -> np.ndarray:
+        """Summed next-token loss of every row (all ranks take part; every rank gets the whole vector)."""
+        n = len(rows)
+
+        def row_ce(tokens, weight, index):
+            logits = self.model(tokens[:, :-1])
+            ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1),
+                                 reduction="none").view(tokens.size(0), -1)
+            return (torch.zeros(n, dtype=torch.float64, device=ce.device)
+                    .index_add_(0, index, (ce.sum(-1) * weight).double()),)
+
+        return self._sharded_map(rows, batch_rows, row_ce, extra=np.arange(n), vectors=True)[0]
 
     @torch.no_grad()
     def recall(self, rows: np.ndarray, mask: np.ndarray, batch_rows: int = 64) -> float:
@@ -271,9 +295,10 @@ class Trainer:
         return ((ce.sum(-1) * weight).sum(), (weight * ce.size(1)).sum(), (ce.mean(-1) ** 2 * weight).sum(),
                 weight.sum())
 
-    def _sharded_map(self, rows, batch_rows, fn, extra=None):
+    def _sharded_map(self, rows, batch_rows, fn, extra=None, vectors=False):
         """Run `fn` over rows split across ranks; every rank makes the same number of forward calls
-        (FSDP needs it), padding with zero-weight copies of row 0."""
+        (FSDP needs it), padding with zero-weight copies of row 0. Returns the summed outputs as floats
+        (`vectors`: as numpy arrays)."""
         self.model.eval()
         w, r = self.env.world_size, self.env.rank
         chunk = batch_rows * w
@@ -292,4 +317,6 @@ class Trainer:
             acc = sums if acc is None else acc + sums
         self.env.all_reduce_sum(acc)
         self.model.train()
+        if vectors:
+            return tuple(v.cpu().numpy() for v in acc)
         return tuple(float(v) for v in acc)

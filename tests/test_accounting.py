@@ -22,9 +22,15 @@ def plan(tmp_path, *overrides):
 def test_shared_seed_splits_the_total_compute(tmp_path, fraction, seed, expert, baseline):
     e = plan(tmp_path, *SHARED, f"split.pretrain_fraction={fraction}", "split.expert_domain=d1")
     b = plan(tmp_path, *SHARED, f"split.pretrain_fraction={fraction}", "split.expert_domain=mixture")
-    assert (e.seed_steps, e.expert_steps) == (seed, expert)  # D = f·C, D' = (1 - f)·C / K with K = 4 books
-    assert (b.seed_steps, b.expert_steps) == (seed, baseline)  # the baseline: one model of C tokens
-    assert e.seed_steps + 4 * e.expert_steps == b.seed_steps + b.expert_steps == 40  # equal compute
+    steps = lambda p: (p.pretrain_tokens // T, p.special_tokens // T)  # the grid point's (D, D'), in steps
+    assert steps(e) == (seed, expert)  # D = f·C, D' = (1 - f)·C / K with K = 4 books
+    assert steps(b) == (seed, baseline)  # the baseline: one model of C tokens
+    assert steps(e)[0] + 4 * steps(e)[1] == sum(steps(b)) == 40  # equal compute
+    if fraction == 1.0:  # pretraining only: one annealed mixture model for every expert domain
+        assert e.run_id == b.run_id and e.expert_domain == b.expert_domain == "mixture"
+        assert (e.seed_steps, e.expert_steps, e.cooldown_steps) == (32, 8, 8)  # branched 20% of D early
+    else:
+        assert (e.seed_steps, e.expert_steps, e.cooldown_steps) == (seed, expert, 0)
     assert e.accounting == "shared_seed" and e.n_experts == 4 and e.budget_tokens == 40 * T
     # the same trained model is the same run, whatever accounting named it
     same = plan(tmp_path, f"split.pretrain_tokens={seed * T}", f"split.special_tokens={expert * T}",
@@ -49,7 +55,9 @@ def test_a_shared_seed_grid_records_its_accounting(tmp_path):
     rows = read_rows(tmp_path / "sweeps" / "test")
     assert {r["accounting"] for r in rows} == {"shared_seed"} and {r["budget_tokens"] for r in rows} == {40 * T}
     own = {(r["pretrain_tokens"], r["expert_domain"]): r["special_tokens"] for r in rows}
-    assert own == {(20 * T, "d0"): 5 * T, (20 * T, "mixture"): 20 * T, (40 * T, "d0"): 0, (40 * T, "mixture"): 0}
+    # at f = 1 the d0 grid point is the pretraining-only model, recorded once as the mixture's
+    assert own == {(20 * T, "d0"): 5 * T, (20 * T, "mixture"): 20 * T, (40 * T, "mixture"): 0}
+    assert [r["cooldown_tokens"] for r in rows if r["special_tokens"] == 0] == [8 * T] * 5
     # a per-path run is another experiment in this sweep
     proc = run_cli(tmp_path, *TINY, f"split.budget_tokens={40 * T}", "split.pretrain_fraction=0.5",
                    "split.expert_domain=d0", check=False)

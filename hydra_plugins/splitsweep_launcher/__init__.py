@@ -43,7 +43,7 @@ class SequentialLauncher(_BasicLauncher):
                 by_dir.setdefault(p.sweep_dir, []).append(p)
             for sweep_dir, group in by_dir.items():
                 write_launch(Path(sweep_dir), "sequential", group, to_run="queued")
-        return super().launch(job_overrides, initial_job_idx)
+        return super().launch([p.overrides for p in points], initial_job_idx)
 
 
 class CheckSweepName(Callback):

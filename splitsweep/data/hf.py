@@ -83,6 +83,14 @@ class HFSource(TokenSource):
     def heldout(self, domain: int) -> np.ndarray:
         return np.asarray(self._heldout[domain], dtype=np.int64)
 
+    def heldout_documents(self, domain: int) -> np.ndarray:
+        """The document of each held-out sequence (the one its first target token belongs to): documents
+        end in EOS in the flat held-out stream, and sequence i's targets start at token i * seq_len + 1."""
+        info = self.manifest["per_domain"][self.domains[domain]]
+        flat = np.memmap(self.prepared / info["dir"] / "heldout.bin", dtype=np.dtype(self.manifest["dtype"]), mode="r")
+        ends = np.concatenate([[0], np.cumsum(np.asarray(flat) == int(self.manifest["eos_id"]))])
+        return ends[np.arange(len(self._heldout[domain])) * self.seq_len + 1]
+
     def domain_train_sequences(self, domain: int) -> int:
         return len(self._train[domain])
 

@@ -75,6 +75,11 @@ class TokenSource:
         """[M, seq_len + 1] held-out token ids of a domain, never read by training."""
         raise NotImplementedError
 
+    def heldout_documents(self, domain: int) -> np.ndarray:
+        """The document each held-out sequence belongs to, for standard errors over documents (here every
+        sequence is its own document)."""
+        return np.arange(len(self.heldout(domain)))
+
     def domain_train_sequences(self, domain: int) -> int | None:
         """Distinct training sequences of a domain before it repeats (None: unbounded)."""
         return None
@@ -106,11 +111,3 @@ class TokenSource:
             rows.append(self.domain_sequence(k, j + int(offset[k])))
         return np.stack(rows)
 
-    def heldout_mixture(self) -> np.ndarray:
-        """Held-out mixture: each domain's held-out sequences in proportion to the mixture weights."""
-        parts = [self.heldout(k) for k in range(len(self.domains))]
-        sizes = np.array([len(p) for p in parts])
-        w = np.asarray(self.weights) / np.sum(self.weights)
-        total = int(np.min(sizes / np.maximum(w, 1e-12)))
-        take = np.maximum(np.floor(w * total).astype(int), 1)
-        return np.concatenate([p[:t] for p, t in zip(parts, take)])
