@@ -46,6 +46,16 @@ class Term:
     label: str = ""
 
 
+def log_sum_exp(parts: list) -> tuple[np.ndarray, np.ndarray]:
+    """log(sum_k exp(parts[k])) (broadcast), and each part's share of the sum (its softmax weight)."""
+    shape = np.broadcast_shapes(*(np.shape(p) for p in parts))
+    stack = np.stack([np.broadcast_to(p, shape) for p in parts])
+    top = stack.max(axis=0)
+    w = np.exp(stack - top)
+    total = w.sum(axis=0)
+    return top + np.log(total), w / total
+
+
 @dataclass
 class Law:
     name: str
@@ -76,15 +86,9 @@ class Law:
             log_s, dlog_s = t.size(vals, x)
             parts.append(vals[t.coef] - vals[t.expo] * log_s)
             derivs.append((t, log_s, dlog_s))
-        shape = np.broadcast_shapes(*(np.shape(p) for p in parts))
-        stack = np.stack([np.broadcast_to(p, shape) for p in parts])
-        top = stack.max(axis=0)
-        w = np.exp(stack - top)
-        total = w.sum(axis=0)
-        log_l = top + np.log(total)
+        log_l, w = log_sum_exp(parts)
         if not grad:
             return log_l, None
-        w /= total  # softmax: share of each term in L
         grads = {"E": w[0]}
         for k, (t, log_s, dlog_s) in enumerate(derivs, start=1):
             grads[t.coef] = grads.get(t.coef, 0) + w[k]
@@ -108,6 +112,8 @@ class LawSpec:
 
 
 def specialize(law: Law, x: LawInputs) -> LawSpec:
+    if isinstance(law, InteractionLaw):
+        return _specialize_interaction(law, x)
     rng_vals = [{p.name: np.float64(np.mean(p.bounds) if np.all(np.isfinite(p.bounds)) else p.grid[0])
                  for p in law.params},
                 {p.name: np.float64(p.grid[-1]) for p in law.params}]
@@ -136,6 +142,16 @@ def specialize(law: Law, x: LawInputs) -> LawSpec:
     for name in folded:
         fixed[name] = law.param(name).grid[0]  # any value: the parameter no longer enters the law
     return LawSpec(active=tuple(active), fixed=fixed, folded=folded, notes=notes)
+
+
+def _specialize_interaction(law: Law, x: LawInputs) -> LawSpec:
+    """Nothing folds in the interaction law: N and T_gen must both vary, or it is not identified."""
+    from .errors import AnalysisError
+    for label, size in (("model size N", x.n_params), ("budget", x.total_tokens)):
+        if np.ptp(np.log(size)) < 1e-12:
+            raise AnalysisError(f"law {law.name!r} needs more than one {label} in the data (size and tokens "
+                                "interact in it, so neither can be folded into E)")
+    return LawSpec(active=tuple(range(len(law.terms))), fixed={}, folded=[], notes=[])
 
 
 # ---- sizes --------------------------------------------------------------------------------------
@@ -225,13 +241,25 @@ def _size_mixture(vals, x):
     return np.log(np.maximum(x.mixture_tokens, 1.0)), {}
 
 
+def _size_domain_late(vals, x):
+    """T_dom = p·D + lam·D' for an own expert (a domain token of the expert phase, late and focused, is worth
+    lam of one met in the mixture), p·(D + D') for the baseline, p·D for another domain's expert."""
+    lam = vals["lam"]
+    own = np.where(x.is_own, x.special, 0.0)
+    raw = x.weight * x.pretrain + np.where(x.is_baseline, x.weight * x.special, 0.0) + lam * own
+    t_dom = np.maximum(raw, 1.0)
+    return np.log(t_dom), {"lam": np.where(raw >= 1.0, own / t_dom, 0.0)}
+
+
 ADDITIVE = Law(
     name="additive",
     formula="L = E + A·N^-alpha + B·G^-beta + C·T_dom^-gamma;  G = mixture tokens seen (D for an expert, D + D' "
-            "for the baseline), T_dom = tokens of the evaluated domain seen (as in two_source)",
+            "for the baseline), T_dom = p·D + lam·D' (own expert), p·(D + D') (baseline), p·D (other expert)",
     why="D-CPT-style (Que et al. 2024): separate, additive power laws in the mixture tokens and in the "
-        "domain's own tokens, with per-domain coefficients. Fewer parameters than two_source (a specialization "
-        "token adds nothing to general skill, eta = 0); a split trades the mixture term against the domain term.",
+        "domain's own tokens, with per-domain coefficients. A domain token of the expert phase counts lam times "
+        "one met in the mixture (lam = 1: tokens are tokens). Under a shared seed with natural mixture weights "
+        "every split gives an expert the same number of its domain's tokens, so without lam only the mixture "
+        "term would decide the split; with lam > 1 the split trades the mixture term against the domain term.",
     params=[
         Param("E", True, _E, (-1.0, 0.0, 1.0), per_domain=True),
         Param("A", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
@@ -240,10 +268,11 @@ ADDITIVE = Law(
         Param("beta", False, _EXPO, (0.25, 0.75)),
         Param("C", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
         Param("gamma", False, _EXPO, (0.25, 0.75)),
+        Param("lam", False, (0.0, 50.0), (1.0, 4.0)),
     ],
     terms=[Term("A", "alpha", _size_n, label="N"),
            Term("B", "beta", _size_mixture, label="G"),
-           Term("C", "gamma", _size_domain, label="T_dom")],
+           Term("C", "gamma", _size_domain_late, extra=("lam",), label="T_dom")],
 )
 
 TRANSFER = Law(
@@ -270,7 +299,57 @@ TRANSFER = Law(
     fixed_when_single_n={"nu": 0.0},
 )
 
-LAWS = {law.name: law for law in (CHINCHILLA, TWO_SOURCE, ADDITIVE, TRANSFER)}
+@dataclass
+class InteractionLaw(Law):
+    """L = E + (A·N^-(alpha/beta) + B·T_gen^-1)^beta + C·T_dom^-gamma (Kaplan et al. 2020's L(N, D), plus a
+    domain term): model size and general tokens interact, so a larger model gains more from the same tokens.
+    Its log loss is not a sum of separate power laws, so it has its own log_loss; `terms` only tell specialize
+    which sizes must vary (N and T_gen: a grid with one N or one budget does not identify it)."""
+
+    def log_loss(self, vals: dict, x: LawInputs, active: tuple | None = None, grad: bool = True):
+        log_n = np.log(x.n_params)
+        log_t, dlog_t = _size_general(vals, x)
+        log_d = np.log(x.domain_tokens)
+        alpha, beta = vals["alpha"], vals["beta"]
+        p1 = vals["A"] - alpha / beta * log_n          # log of A·N^-(alpha/beta)
+        p2 = vals["B"] - log_t                          # log of B/T_gen
+        log_u = np.logaddexp(p1, p2)
+        log_l, (s0, s1, s2) = log_sum_exp([vals["E"], beta * log_u, vals["C"] - vals["gamma"] * log_d])
+        if not grad:
+            return log_l, None
+        w1 = np.exp(p1 - log_u)                         # share of the N part inside the bracket
+        w2 = 1.0 - w1
+        return log_l, {
+            "E": s0, "C": s2, "gamma": -s2 * log_d,
+            "A": s1 * beta * w1, "B": s1 * beta * w2,
+            "alpha": -s1 * w1 * log_n,
+            "beta": s1 * (log_u + w1 * alpha / beta * log_n),
+            "eta": -s1 * beta * w2 * dlog_t["eta"],
+        }
+
+
+INTERACTION = InteractionLaw(
+    name="interaction",
+    formula="L = E + (A·N^-(alpha/beta) + B·T_gen^-1)^beta + C·T_dom^-gamma;  T_gen, T_dom as in two_source",
+    why="Kaplan et al. (2020)'s L(N, D) = ((N_c/N)^(alpha_N/alpha_D) + D_c/D)^alpha_D, with the irreducible loss "
+        "and two_source's domain term: size and data interact (a larger model gains more from each token, as "
+        "small models early in training do), where the other laws add separate terms.",
+    params=[
+        Param("E", True, _E, (-1.0, 0.0, 1.0), per_domain=True),
+        Param("A", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("alpha", False, _EXPO, (0.25, 0.75)),
+        Param("B", True, _COEF, (5.0, 10.0, 15.0), per_domain=True),
+        Param("beta", False, (0.01, 4.0), (0.25, 0.75)),
+        Param("C", True, _COEF, (0.0, 8.0, 16.0), per_domain=True),
+        Param("gamma", False, _EXPO, (0.25, 0.75)),
+        Param("eta", False, (0.0, 1.0), (0.2, 0.8)),
+    ],
+    terms=[Term("A", "alpha", _size_n, label="N"),
+           Term("B", "beta", _size_general, extra=("eta",), label="T_gen"),
+           Term("C", "gamma", _size_domain, label="T_dom")],
+)
+
+LAWS = {law.name: law for law in (CHINCHILLA, TWO_SOURCE, ADDITIVE, TRANSFER, INTERACTION)}
 
 
 def get_law(name: str) -> Law:

@@ -71,7 +71,7 @@ MAX_HELDOUT_ERROR = 0.05     # a held-out check's mean relative error above this
 GAIN_TOLERANCE = 0.25
 COVERAGE_BOOTSTRAP = 3       # bootstrap resamples of each held-out refit of the coverage check (keep it cheap)
 MIN_COVERAGE_MODELS = 8      # fewer trained models: the coverage check is skipped, and the report says why
-EXTRAPOLATION_CHECKS = {"largest_N": "largest N held out", "largest_T": "largest D+D' held out"}
+EXTRAPOLATION_CHECKS = {"largest_N": "largest N held out", "largest_T": "largest budget held out"}
 KFOLD_CHECK = {"runs_kfold": "k-fold over trained models (interpolation, not extrapolation)"}
 
 
@@ -1016,7 +1016,7 @@ def _laws(doc: Doc, analysis: Analysis):
     doc.section("Laws and held-out validation")
     for name, law in LAWS.items():
         doc.para(f"{name}: {law.formula}. {law.why}")
-    head = ["law", "free params", "Huber sum", "largest N held out", "largest D+D' held out",
+    head = ["law", "free params", "Huber sum", "largest N held out", "largest budget held out",
             "k-fold (interpolation)", "score", "identified by the grid"]
     rows = []
     for name in LAWS:

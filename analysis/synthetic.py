@@ -75,7 +75,8 @@ TRUE_PARAMS = {
     "chinchilla": dict(E=1.8, A=100.0, B=200.0, alpha=0.34, beta=0.30),
     "two_source": dict(E=1.8, A=100.0, alpha=0.34, B=150.0, beta=0.30, C=100.0, gamma=0.32, eta=0.3),
     "transfer": dict(E=1.8, A=100.0, alpha=0.34, B=250.0, beta=0.33, k=7.5, rho=0.7, nu=0.2),
-    "additive": dict(E=1.8, A=100.0, alpha=0.34, B=150.0, beta=0.30, C=100.0, gamma=0.32),
+    "additive": dict(E=1.8, A=100.0, alpha=0.34, B=150.0, beta=0.30, C=100.0, gamma=0.32, lam=3.0),
+    "interaction": dict(E=1.8, A=6.0e7, alpha=0.34, B=1.6e8, beta=0.30, C=100.0, gamma=0.32, eta=0.3),
 }
 
 

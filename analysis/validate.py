@@ -3,7 +3,8 @@
 Checks, in order of preference (extrapolation is what the law is for):
   largest_N   hold out every run of the largest model size
   largest_T   hold out every run of the largest budget: T = D + D' per path, C with a shared seed (C = D + K·D'
-              for an expert, D + D' for the mixture baseline: io.budget_of)
+              for an expert, D + D' for the mixture baseline: io.budget_of); in a ladder whose budgets differ by
+              N (tokens per parameter), the largest budget of every N
   runs_kfold  only when neither exists (one N and one budget, e.g. the phonebook): 5-fold cross-validation
               over trained models, an interpolation check, said so in the report
 
@@ -97,13 +98,24 @@ def heldout_splits(df: pd.DataFrame) -> tuple[list, list | None]:
     budget, b_label = budget_of(df), budget_label(df)  # T = D + D', or C with a shared seed
     t_vals = np.unique(budget)
     extrapolation = []
-    for check, column, values, label, skipped in (
-            ("largest_N", df["n_params"], n_vals, "N", "one model size in the data"),
-            ("largest_T", budget, t_vals, b_label, f"one budget {b_label} in the data")):
-        if len(values) < 2:
-            extrapolation.append((check, None, skipped))
-        else:
-            extrapolation.append((check, (column < values[-1]).to_numpy(), f"{label} = {values[-1]:.4g}"))
+    if len(n_vals) < 2:
+        extrapolation.append(("largest_N", None, "one model size in the data"))
+    else:
+        extrapolation.append(("largest_N", (df["n_params"] < n_vals[-1]).to_numpy(), f"N = {n_vals[-1]:.4g}"))
+    # The largest budget of each model size: a ladder states its budgets per parameter, so the largest budget
+    # overall would be one model's alone. Only when every size keeps two budgets to fit on (with one, tokens and
+    # size are collinear); else, and when every size shares one set of budgets, the largest budget overall.
+    top = budget.groupby(df["n_params"]).transform("max")
+    per_n = budget.groupby(df["n_params"]).nunique()
+    if len(t_vals) < 2:
+        extrapolation.append(("largest_T", None, f"one budget {b_label} in the data"))
+    elif (per_n >= 3).all() and top.nunique() > 1:
+        ratio = (top / df["n_params"]).groupby(df["n_params"]).first()
+        extrapolation.append(("largest_T", (budget < top).to_numpy(),
+                              f"the largest {b_label} of each N ({ratio.min():.3g}–{ratio.max():.3g} tokens per "
+                              f"parameter)"))
+    else:
+        extrapolation.append(("largest_T", (budget < t_vals[-1]).to_numpy(), f"{b_label} = {t_vals[-1]:.4g}"))
     if len(n_vals) >= 2 or len(t_vals) >= 2:
         return extrapolation, None
     runs = np.array(sorted(df["run_id"].unique()))

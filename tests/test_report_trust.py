@@ -73,7 +73,7 @@ def test_first_lines_say_not_reliable_at_the_edge_and_what_to_run(edge):
     # held-out errors of the chosen law, per check, mean and max
     law = split["law"]
     assert f"Held-out errors of {law}: largest N held out (N = 1.6e+07): " in head
-    assert "largest D+D' held out (D + D' = 6.4e+08): " in head
+    assert "largest budget held out (D + D' = 6.4e+08): " in head
     assert head.count("% mean, ") >= 2 and "% max relative error" in head
     assert "Identified: yes" in head
     assert "Extrapolation: N and T are inside the fitted ranges (interpolation); 80% prediction interval" in head

@@ -6,6 +6,8 @@ Domains (each document is a file, or a paragraph-aligned chunk of one):
   manpages    /usr/share/man/man1/*.gz, roff macros stripped
   python      the running Python's standard library sources
   changelogs  /usr/share/doc/*/changelog*.gz (Debian and upstream changelogs)
+`--sources other` gives another corpus from other files (C headers, Perl modules, READMEs and NEWS files,
+the installed Python packages' sources), to check a ladder on data it was not built on.
 
 Output: JSON Lines shards `corpus-XX.jsonl` of {"text": ..., "meta": {"source": <domain>, "file": <path>}},
 domains interleaved round-robin, the sequence cut into consecutive shards. The same files give the same bytes (sorted paths, fixed caps); a machine with other packages installed gives another corpus,
@@ -74,6 +76,16 @@ SOURCES: dict[str, tuple[Files, ...]] = {
     "python": (Files(sysconfig.get_paths()["stdlib"], "**/*.py", ("site-packages", "test", "tests")),),
     "changelogs": (Files("/usr/share/doc", "*/changelog*.gz"),),
 }
+
+
+# A second corpus of other text on the machine, for checking that a ladder holds on data it was not built on.
+OTHER_SOURCES: dict[str, tuple[Files, ...]] = {
+    "c_headers": (Files("/usr/include", "**/*.h"),),
+    "perl": (Files("/usr/share/perl", "**/*.pm"), Files("/usr/lib/x86_64-linux-gnu/perl-base", "**/*.pm")),
+    "readmes": (Files("/usr/share/doc", "**/README*"), Files("/usr/share/doc", "**/NEWS*")),
+    "python_packages": (Files(sysconfig.get_paths()["purelib"], "**/*.py", ("test", "tests")),),
+}
+SOURCE_SETS = {"default": SOURCES, "other": OTHER_SOURCES}
 
 
 def _files(domain: str, sources: dict[str, tuple[Files, ...]]) -> list[Path]:
@@ -150,10 +162,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir")
     p.add_argument("--mb-per-domain", type=float, default=1.0)
-    p.add_argument("--domains", default=",".join(DOMAINS))
+    p.add_argument("--sources", choices=sorted(SOURCE_SETS), default="default",
+                   help="default: " + ", ".join(SOURCES) + "; other: " + ", ".join(OTHER_SOURCES))
+    p.add_argument("--domains", help="the domains to keep, comma-separated (default: every domain of --sources)")
     p.add_argument("--shards", type=int, default=2)
     a = p.parse_args(argv)
-    paths = build(a.out_dir, a.mb_per_domain, a.domains.split(","), a.shards)
+    sources = SOURCE_SETS[a.sources]
+    domains = a.domains.split(",") if a.domains else list(sources)
+    paths = build(a.out_dir, a.mb_per_domain, domains, a.shards, sources=sources)
     print("\n".join(str(x) for x in paths))
 
 
