@@ -47,6 +47,7 @@ from .laws import LAWS
 from .pipeline import Analysis, analyze
 from .split import ACCOUNTINGS, CI_LEVEL, GRID, PI_LEVEL, Budget, check_budget, choose_split, fraction_curve, path_loss
 from .split import domain_weights as split_weights
+from .validate import rel_error
 
 TRUST = "How far to trust this report"
 FIT_SECTIONS = (
@@ -365,7 +366,7 @@ def _check_text(c: dict | None) -> str:
     if c is None:
         return "—"
     if "mean_rel_error" in c:
-        return f"{c['mean_rel_error']:.2%} mean, {c['max_rel_error']:.2%} max"
+        return f"{rel_error(c['mean_rel_error'])} mean, {rel_error(c['max_rel_error'])} max"
     return c.get("skipped") or ("error: " + c.get("error", "?"))
 
 
@@ -377,8 +378,8 @@ def heldout_lines(checks: dict) -> list:
         if c is None:
             continue
         if "mean_rel_error" in c:
-            out.append(f"{label} ({c.get('held_out', '')}): {c['mean_rel_error']:.2%} mean, "
-                       f"{c['max_rel_error']:.2%} max relative error")
+            out.append(f"{label} ({c.get('held_out', '')}): {rel_error(c['mean_rel_error'])} mean, "
+                       f"{rel_error(c['max_rel_error'])} max relative error")
         elif "skipped" in c:
             out.append(f"{label}: not run ({c['skipped']})")
         else:
@@ -464,7 +465,7 @@ def assess(analysis: Analysis, split: dict | None, rows: pd.DataFrame, sweep: di
         bad = {k: c["mean_rel_error"] for k, c in ran.items() if c["mean_rel_error"] > MAX_HELDOUT_ERROR}
         if bad:
             fails.append(f"held-out mean error above {MAX_HELDOUT_ERROR:.0%} ("
-                         + ", ".join(f"{labels.get(k, k)}: {v:.2%}" for k, v in bad.items())
+                         + ", ".join(f"{labels.get(k, k)}: {rel_error(v)}" for k, v in bad.items())
                          + f"): {law} does not predict runs it never saw")
         if "largest_N" in bad:
             need("add model sizes between and beyond the measured ones ("
@@ -713,8 +714,8 @@ def _recommendation(doc: Doc, analysis: Analysis, split: dict | None, table: pd.
     score = analysis.scores.get(law)
     checks = analysis.checks.get(law, {})
     worst = max((c["max_rel_error"] for c in checks.values() if "max_rel_error" in c), default=None)
-    valid = (f"the {law} fit predicted runs it never saw to within {score:.2%} on average"
-             + (f" ({worst:.2%} at worst)" if worst is not None else "")) if score is not None else \
+    valid = (f"the {law} fit predicted runs it never saw to within {rel_error(score)} on average"
+             + (f" ({rel_error(worst)} at worst)" if worst is not None else "")) if score is not None else \
         f"the {law} fit could not be checked on held-out runs"
     if analysis.split_why:
         valid += f" ({analysis.split_why})"
@@ -1029,7 +1030,7 @@ def _laws(doc: Doc, analysis: Analysis):
         diag = f.diagnostics
         rows.append([name, f.layout.size, fmt(f.objective), _check_text(ch.get("largest_N")),
                      _check_text(ch.get("largest_T")), _check_text(ch.get("runs_kfold")),
-                     "—" if analysis.scores.get(name) is None else f"{analysis.scores[name]:.3%}",
+                     "—" if analysis.scores.get(name) is None else rel_error(analysis.scores[name], 3),
                      "yes" if diag["identified"] else f"no: {short(diag)}"])
     doc.table(head, rows)
     doc.para(analysis.why)

@@ -130,6 +130,14 @@ def heldout_score(checks: dict) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+HUGE_ERROR = 10.0  # a relative error above 1,000% is a law that diverged off its data: its digits mean nothing
+
+
+def rel_error(v: float, digits: int = 2) -> str:
+    """A relative error as a percentage; above 1,000%, just that."""
+    return "> 1,000%" if v > HUGE_ERROR else f"{v:.{digits}%}"
+
+
 TIE = 0.05  # held-out errors within 5% (relative) of the best are a tie: noise cannot separate them
 
 
@@ -171,10 +179,10 @@ def pick_law(scores: dict, n_params: dict | None = None,
 
     passed = [k for k in sorted(scored, key=scored.get) if k not in pool and scored[k] < scored[best]]
     skip = "".join(f"; {k} has {'the lowest' if scored[k] == min(scored.values()) else 'a lower'} held-out "
-                   f"error ({scored[k]:.3%}) but is not identified by this grid{reason(k)}" for k in passed)
+                   f"error ({rel_error(scored[k], 3)}) but is not identified by this grid{reason(k)}" for k in passed)
     none = "" if identified else (f"; no law is identified by this grid, so {best} is used anyway"
                                   f"{reason(best)}")
-    others = ", ".join(f"{k} {v:.3%}" + ("" if k in identified or not identified else " (not identified)")
+    others = ", ".join(f"{k} {rel_error(v, 3)}" + ("" if k in identified or not identified else " (not identified)")
                        for k, v in sorted(scored.items(), key=lambda kv: kv[1]) if k != best and k not in passed)
-    return best, (f"--law auto picked {best}: {why} ({scored[best]:.3%})" + skip + none
+    return best, (f"--law auto picked {best}: {why} ({rel_error(scored[best], 3)})" + skip + none
                   + (f"; others: {others}" if others else ""))
