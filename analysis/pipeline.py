@@ -170,7 +170,7 @@ def _require_enough_points(rows: pd.DataFrame, names: list, per_domain: bool | N
         try:
             needs[name], have = points_needed(rows, LAWS[name], per_domain)
         except AnalysisError:
-            return  # fit_law will say what is wrong with this law; the others may fit
+            continue  # a law this grid cannot hold at all (e.g. interaction with one N): fit_law says why
     if not needs or any(need <= have for need in needs.values()):
         return
     models = rows["run_id"].nunique() if "run_id" in rows.columns else len(rows)
