@@ -83,8 +83,8 @@ def test_pretraining_only_branches_from_the_trajectory_and_decays(tmp_path):
 # ---- experts follow the data's domains --------------------------------------------------------------------
 
 def test_each_expands_to_every_domain_and_the_baseline(tmp_path):
-    run_cli(tmp_path, "-m", *TINY, "split.expert_domain=each", f"split.pretrain_tokens={4 * T}",
-            f"split.special_tokens={2 * T}", "data.n_domains=3", "report.enabled=false", "train.eval_scope=own")
+    run_cli(tmp_path, "-m", *TINY, "split.expert_domain=each", f"split.budget_tokens={6 * T}",
+            "split.pretrain_fraction=0.5", "data.n_domains=3", "report.enabled=false", "train.eval_scope=own")
     rows = read_rows(tmp_path / "sweeps" / "test")
     assert {(r["expert_domain"], r["eval_domain"]) for r in rows} == {
         ("d0", "d0"), ("d1", "d1"), ("d2", "d2"),  # eval_scope=own: an expert on its own domain only
@@ -96,7 +96,7 @@ def test_each_expands_to_every_domain_and_the_baseline(tmp_path):
     planned = [next(o for o in p["overrides"] if o.startswith("split.expert_domain=")) for p in launch[-1]["points"]]
     assert planned == [f"split.expert_domain={d}" for d in ("d0", "d1", "d2", "mixture")]
     single = run_cli(tmp_path, *TINY, "split.expert_domain=each", f"split.pretrain_tokens={4 * T}",
-                     f"split.special_tokens={2 * T}", check=False)
+                     f"split.special_tokens={2 * T}", "sweep_name=single", check=False)
     assert single.returncode == 2 and "expands in a multirun (-m) only" in single.stderr
 
 
