@@ -1095,10 +1095,11 @@ def _predicted(doc: Doc, analysis: Analysis, rows: pd.DataFrame, mix_w: dict, we
     ran = [r for r in ext if "mean" in r[-1]]
     if ran:
         doc.para("Real held-out checks only: each law refitted without every run of the largest model size, or "
-                 "without every run of the largest budget D + D', then asked to predict them.")
+                 "without every run of the largest budget (D + D', or C under a shared seed; in a ladder whose "
+                 "budgets are stated per parameter, the largest of each N), then asked to predict them.")
         doc.table(head, ext)
         doc.figure("heldout.png", plots.heldout_plot(analysis.heldout_rows, list(EXTRAPOLATION_CHECKS)),
-                   "held-out runs (largest N, largest D+D'): measured against predicted by a fit that never saw them")
+                   "held-out runs (largest N, largest budget): measured against predicted by a fit that never saw them")
     else:
         reasons = sorted({r[-1] for r in ext}) or ["no law was fitted"]
         doc.para("No held-out extrapolation check could run (" + "; ".join(reasons) + "): nothing here says how "
@@ -1113,7 +1114,7 @@ def _predicted(doc: Doc, analysis: Analysis, rows: pd.DataFrame, mix_w: dict, we
                    "k-fold held-out runs (interpolation): measured against predicted by a fit that never saw them")
     else:
         doc.para("Not run: the data have more than one model size or budget, so the laws were checked by holding "
-                 "out the largest N and the largest D+D' (Held-out extrapolation).")
+                 "out the largest N and the largest budget (Held-out extrapolation).")
 
 
 def _optimal(doc: Doc, analysis: Analysis, rows, n_q, t_q, accounting, mix_w, weighting, split):
