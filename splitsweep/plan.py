@@ -186,11 +186,11 @@ class Plan:
     # only for an annealed pretraining-only run (D' = 0, the last cooldown_steps of D decayed on the mixture).
     @property
     def pretrain_tokens(self) -> int:
-        return (self.recorded_steps or (self.seed_steps, 0))[0] * self.batch.tokens_per_step
+        return (self.recorded_steps or (self.seed_steps, self.expert_steps))[0] * self.batch.tokens_per_step
 
     @property
     def special_tokens(self) -> int:
-        return (self.recorded_steps or (0, self.expert_steps))[1] * self.batch.tokens_per_step
+        return (self.recorded_steps or (self.seed_steps, self.expert_steps))[1] * self.batch.tokens_per_step
 
     @property
     def seed_tokens(self) -> int:
@@ -322,7 +322,7 @@ def make_plan(cfg: DictConfig) -> Plan:
         # wsd the seed at D is a stable-phase checkpoint, not a finished run: branch from the trajectory
         # before D and decay on the mixture over the last train.pretrain_only_cooldown of D.
         expert_domain = MIXTURE
-        share = check_unit_interval("train.pretrain_only_cooldown", t.get("pretrain_only_cooldown", 0.0))
+        share = float(t.get("pretrain_only_cooldown", 0.0))  # in [0, 1]: check_config checked it
         if schedule.name == "wsd" and share > 0 and seed_steps > 1:
             cooldown = min(seed_steps - 1, max(1, math.ceil(share * seed_steps)))
             seed_steps, expert_steps = seed_steps - cooldown, cooldown
