@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .plan import ConfigError
+from .plan import ConfigError, check_config
 from .store import signature
 from .sweep_identity import check_sweep
 
@@ -31,6 +31,7 @@ def task(cfg: DictConfig):
 
     try:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:  # a grid's launcher checked it
+            check_config(cfg)  # first: a bad value is never recorded as what the sweep is
             check_sweep(cfg.paths.sweep_dir, str(cfg.sweep_name), cfg)
         rows = run_job(cfg)
     except ConfigError as err:

@@ -29,8 +29,9 @@ class DistEnv:
         if self.distributed:
             dist.barrier()
 
+
     def broadcast(self, obj):
-        """Rank 0's value of a picklable object, on every rank."""
+        """Rank 0's value of a picklable object, on every rank (off the hot path: it pickles and syncs)."""
         if not self.distributed:
             return obj
         box = [obj]
@@ -41,6 +42,21 @@ class DistEnv:
         if self.distributed:
             dist.all_reduce(tensor)
         return tensor
+
+
+def allocated_threads(requested: int | None = None) -> int:
+    """torch threads for one rank: `requested` (train.threads), else OMP_NUM_THREADS, else the CPUs SLURM gave
+    the task, else this process's CPU affinity shared by the ranks on this machine -- never more threads
+    than the allocation, which oversubscribes the cores and slows every job on the node."""
+    if requested:
+        return int(requested)
+    for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(cpus // max(local_ranks, 1), 1)
 
 
 def _submitit_env() -> None:
@@ -70,16 +86,18 @@ def init_distributed(device: str = "auto") -> DistEnv:
     return DistEnv(rank, world_size, local_rank, dev)
 
 
-def shard_model(model: torch.nn.Module, env: DistEnv) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, env: DistEnv, mp_policy=None) -> torch.nn.Module:
     """FSDP2 over a 1-D mesh: each block its own unit, then the root (embeddings, norm, head).
 
-    Plain `fully_shard` averages gradients across ranks, so the loss is the local mean.
+    Plain `fully_shard` averages gradients across ranks, so the loss is the local mean. `mp_policy`: a
+    `MixedPrecisionPolicy` (None: fp32 throughout).
     """
     if not env.distributed:
         return model.to(env.device)
     model = model.to(env.device)
     mesh = init_device_mesh(env.device.type, (env.world_size,), mesh_dim_names=("dp_shard",))
+    extra = {"mp_policy": mp_policy} if mp_policy is not None else {}
     for block in model.layers.values():
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(block, mesh=mesh, **extra)
+    fully_shard(model, mesh=mesh, **extra)
     return model

@@ -21,10 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint as ckpt
 from .data import MIXTURE
-from .distributed import DistEnv, init_distributed, shard_model
+from .distributed import DistEnv, allocated_threads, init_distributed
 from .downstream import DownstreamEval, append_downstream, read_downstream
 from .logger import RunLogger, check_logger
 from .model import build_model
+from .parallelize import TrainLayout, adamw, parallelize
 from .plan import ConfigError, Plan, git_sha, make_plan
 from .records import append_rows, is_recorded, recorded_rows
 from .store import FileLock, LeaseLost, is_debris, write_json_atomic
@@ -36,11 +37,16 @@ PROGRESS = "progress"
 
 
 def _build(plan: Plan, env: DistEnv):
-    model = shard_model(build_model(plan.spec, plan.source.vocab_size, plan.batch.seq_len, plan.seed), env)
+    model = parallelize(build_model(plan.spec, plan.source.vocab_size, plan.batch.seq_len, plan.seed), env,
+                        TrainLayout.from_config(plan.cfg.train))
     o = plan.cfg.train.optimizer
-    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.schedule.peak_lr, betas=tuple(o.betas),
-                                  eps=float(o.eps), weight_decay=float(o.weight_decay))
-    return model, optimizer
+    return model, adamw(model, env, plan.schedule.peak_lr, o.betas, o.eps, o.weight_decay)
+
+
+def _trainer(plan: Plan, env: DistEnv, model, optimizer, stop: StopFlag) -> Trainer:
+    t = plan.cfg.train
+    return Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, env, float(t.grad_clip), stop,
+                   layout=TrainLayout.from_config(t), sync_every=int(t.get("sync_every_steps", 10)))
 
 
 def _reapply_hparams(plan: Plan, optimizer) -> None:
@@ -185,8 +191,7 @@ class Job:
             print(f"[{label}] training steps {start_step}..{plan.seed_steps}"
                   + (f" from {start.name}" if start else " from scratch"), flush=True)
         path = ExpertPath(plan.seed_steps, 0, MIXTURE)
-        trainer = Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, env,
-                          float(self.cfg.train.grad_clip), self.stop)
+        trainer = _trainer(plan, env, model, optimizer, self.stop)
         logger = self._logger(f"seed-{plan.trajectory_id}", f"seed {plan.spec.name}", "seed",
                               {"trajectory_id": plan.trajectory_id})
         started = time.time()
@@ -312,8 +317,7 @@ class Job:
         label = f"expert {plan.spec.name} D={plan.pretrain_tokens:,} D'={plan.special_tokens:,} {plan.expert_domain}"
         step = self._resume(model, optimizer, seed)
         check = lease.check if lease is not None else None
-        trainer = Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, env,
-                          float(self.cfg.train.grad_clip), self.stop)
+        trainer = _trainer(plan, env, model, optimizer, self.stop)
         logger = self._logger(f"expert-{plan.run_id}", label, "expert", {"run_id": plan.run_id})
         try:
             if step < total:
@@ -366,7 +370,8 @@ class Job:
             return []
         keys = ("sweep", "run_id", "model", "n_params", "n_params_total", "pretrain_tokens", "special_tokens",
                 "expert_domain", "flops", "schedule", "seed", "config_hash", "seed_id", "git_sha")
-        return self.downstream.run(model, self.env, {k: rows[0][k] for k in keys})
+        with TrainLayout.from_config(self.cfg.train).autocast(self.env):  # scored as the rows were
+            return self.downstream.run(model, self.env, {k: rows[0][k] for k in keys})
 
     def _downstream_from_final(self, rows: list[dict]) -> None:
         """A recorded grid point without downstream rows (eval turned on later): evaluate runs/<id>/final."""
@@ -417,6 +422,7 @@ class Job:
                 "eval_loss_se": loss_se,
                 "recall_accuracy": recall, "flops": 6 * plan.n_params * tokens,
                 "flops_total_params": 6 * plan.n_params_total * tokens, "schedule": plan.schedule.name,
+                "precision": str(self.cfg.train.get("precision", "fp32")),
                 "seed": plan.seed, "config_hash": plan.config_hash, "seed_id": plan.trajectory_id,
                 "git_sha": git_sha(), "wall_s": round(wall_s, 3), "tokens_trained": self.tokens_trained,
                 "epochs_max": round(plan.epochs_max, 4), "batch_tokens": plan.batch.tokens_per_step,
@@ -430,7 +436,5 @@ class Job:
 
 
 def run_job(cfg: DictConfig) -> list[dict]:
-    threads = cfg.train.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
+    torch.set_num_threads(allocated_threads(cfg.train.get("threads")))
     return Job(cfg).run()

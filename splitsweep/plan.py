@@ -18,6 +18,7 @@ from . import resolvers  # noqa: F401 (registers ${ss_by_n:...} for the configs 
 from .data import MIXTURE, TokenSource, build_source
 from .errors import ConfigError
 from .model import ModelSpec
+from .parallelize import ACTIVATION_CHECKPOINTING, PRECISIONS
 from .schedule import SCHEDULES, Schedule
 from .store import signature
 from .train import BatchSpec
@@ -137,6 +138,12 @@ def _check_train(t) -> None:
     _check_choice("train.device", t.get("device", "auto"), DEVICES)
     if t.get("threads") is not None:
         check_integer("train.threads", t.threads, 1)
+    _check_choice("train.precision", t.get("precision", "fp32"), PRECISIONS)
+    _check_choice("train.activation_checkpointing", t.get("activation_checkpointing", "none"),
+                  ACTIVATION_CHECKPOINTING)
+    if not isinstance(t.get("compile", False), bool):
+        raise ConfigError(f"train.compile={t.compile!r} must be true or false")
+    check_integer("train.sync_every_steps", t.get("sync_every_steps", 10), 1)
 
 
 def _check_data(d) -> None:
@@ -356,6 +363,8 @@ def make_plan(cfg: DictConfig) -> Plan:
     }
     if schedule.seed_depends_on_length:
         trajectory["schedule"].update(min_lr_factor=schedule.min_lr_factor, seed_steps=seed_steps)
+    if str(t.get("precision", "fp32")) != "fp32":  # fp32 ids are as they were before precision existed
+        trajectory["precision"] = str(t.precision)
     trajectory_id = signature(trajectory)
     run = {"trajectory": trajectory_id, "seed_steps": seed_steps, "expert_steps": expert_steps,
            "expert_domain": expert_domain, "min_lr_factor": schedule.min_lr_factor,
@@ -384,6 +393,8 @@ def config_hash(cfg: DictConfig) -> str:
         if key in split and split[key] == default:
             split.pop(key)
     train = resolved.get("train") or {}
-    if train.get("eval_scope") == "all":
-        train.pop("eval_scope")
+    for key, default in (("eval_scope", "all"), ("precision", "fp32"), ("compile", False),
+                         ("activation_checkpointing", "none"), ("sync_every_steps", 10)):
+        if key in train and train[key] == default:
+            train.pop(key)
     return signature(resolved)

@@ -43,6 +43,7 @@ COLUMNS = {
     "flops": "6 * n_params * (pretrain_tokens + special_tokens): seed share plus expert",
     "flops_total_params": "6 * n_params_total * (pretrain_tokens + special_tokens)",
     "schedule": "learning-rate schedule that produced the model: wsd or cosine",
+    "precision": "compute dtype of training and evaluation matmuls: fp32 or bf16 (weights and losses fp32)",
     "seed": "random seed of model init and data order",
     "config_hash": "hash of the resolved job config",
     "seed_id": "identity of the seed trajectory the expert started from",

@@ -142,8 +142,7 @@ class SeedTask:
                 self.launcher.config, overrides)
             HydraConfig.instance().set_config(sweep_config)
             cfg = _task_cfg(sweep_config)
-            if cfg.train.get("threads"):
-                torch.set_num_threads(int(cfg.train.threads))
+            torch.set_num_threads(allocated_threads(cfg.train.get("threads")))
             try:
                 done.append(str(Job(cfg).seed_checkpoint()))
             except Preempted as err:  # same hand-over as app.task: submitit requeues this seed job

@@ -27,7 +27,11 @@ DEFINING_SPLIT = ("split.accounting", "split.n_experts")
 # Settings that do not change what a grid point measures.
 NOT_DEFINING = ("paths", "logger", "report", "hydra", "eval", "sweep_name", "train.threads", "train.device",
                 "train.micro_batch", "train.progress_every_s", "train.checkpoint_every_steps",
-                "train.lock_stale_s", "train.handle_signals", "data.progress")
+                "train.lock_stale_s", "train.handle_signals", "data.progress", "train.compile",
+                "train.activation_checkpointing", "train.sync_every_steps")
+# Defining settings added after sweeps were recorded: at this value a setting is the old behaviour, so it
+# is left out and an existing sweep stays the same experiment.
+ADDED_AT_DEFAULT = {"train.precision": "fp32"}
 
 
 def _flatten(obj, prefix: str = "") -> dict:
@@ -60,7 +64,8 @@ def defining_config(cfg: DictConfig, axes: Iterable[str] = ()) -> dict:
     for k, v in _flatten(raw).items():
         if isinstance(v, str) and "${" in v and _mentions(v, axes):
             flat[k] = v
-    return {k: v for k, v in flat.items() if not _under(k, NOT_DEFINING)}
+    return {k: v for k, v in flat.items()
+            if not _under(k, NOT_DEFINING) and not (k in ADDED_AT_DEFAULT and v == ADDED_AT_DEFAULT[k])}
 
 
 def _key(override: str) -> str:

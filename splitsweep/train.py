@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .data import MIXTURE, TokenSource
 from .distributed import DistEnv
+from .parallelize import TrainLayout
 from .schedule import Schedule
 
 
@@ -175,12 +176,19 @@ def check_world(batch: BatchSpec, world_size: int) -> int:
 
 
 class Trainer:
+    """The loop of one job. `sync_every` steps apart (and before any checkpoint and at the last step) the
+    host reads what the device accumulated -- the summed loss and rank 0's stop signal, in one all-reduce --
+    checks for divergence, logs and decides to stop; between those reads a step never waits for the device."""
+
     def __init__(self, model, optimizer, source: TokenSource, schedule: Schedule, batch: BatchSpec,
-                 env: DistEnv, grad_clip: float = 1.0, stop: StopFlag | None = None):
+                 env: DistEnv, grad_clip: float = 1.0, stop: StopFlag | None = None,
+                 layout: TrainLayout | None = None, sync_every: int = 10):
         self.micro_batch = check_world(batch, env.world_size)
         self.model, self.optimizer, self.source = model, optimizer, source
         self.schedule, self.batch, self.env, self.grad_clip = schedule, batch, env, grad_clip
         self.stop = stop or StopFlag()
+        self.layout = layout or TrainLayout()
+        self.sync_every = max(int(sync_every), 1)
         self.tokens_trained = 0
 
     def _local_batch(self, path: Path, step: int) -> torch.Tensor:
@@ -188,8 +196,18 @@ class Trainer:
         local = self.batch.global_batch // self.env.world_size
         start = index * self.batch.global_batch + self.env.rank * local
         offset = path.seed_offsets if stream != MIXTURE else None
-        rows = self.source.sequences(stream, start, local, offset=offset)
-        return torch.from_numpy(rows).to(self.env.device)
+        rows = torch.from_numpy(self.source.sequences(stream, start, local, offset=offset))
+        if self.env.device.type == "cuda":  # pinned, so the copy runs while the device computes
+            return rows.pin_memory().to(self.env.device, non_blocking=True)
+        return rows.to(self.env.device)
+
+    def _read(self, loss_sum: torch.Tensor) -> tuple[float, int | None]:
+        """One host sync: (the loss summed over ranks, rank 0's stop signal or None)."""
+        signum = self.stop.signum if self.env.is_main and self.stop.signum is not None else 0
+        box = torch.stack([loss_sum.double(), torch.tensor(float(signum), dtype=torch.float64,
+                                                           device=loss_sum.device)])
+        total, signum = self.env.all_reduce_sum(box).tolist()  # only rank 0 adds a signal
+        return total, (int(signum) or None)
 
     def train(self, path: Path, first_step: int, last_step: int, label: str,
               checkpoint: Callable[[int], None] | None = None, checkpoint_every: int = 0,
@@ -200,39 +218,50 @@ class Trainer:
         progress = Progress(label, path.seed_steps + path.expert_steps, self.batch.tokens_per_step,
                             every_s=progress_every_s)
         self.model.train()
-        loss_value = float("nan")
+        params = list(self.model.parameters())
+        interval_loss = torch.zeros((), device=self.env.device)  # summed step losses since the last read
+        interval_steps = 0
+        tokens = self._local_batch(path, first_step) if first_step < last_step else None
         for step in range(first_step, last_step):
             lr = self.schedule.lr(step, path.seed_steps, path.expert_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            tokens = self._local_batch(path, step)
-            n_micro = tokens.size(0) // self.micro_batch
-            loss_sum = torch.zeros((), device=self.env.device)
-            for micro in tokens.split(self.micro_batch):
-                loss = next_token_loss(self.model, micro) / n_micro
+            batch, tokens = tokens, (self._local_batch(path, step + 1) if step + 1 < last_step else None)
+            n_micro = batch.size(0) // self.micro_batch
+            for micro in batch.split(self.micro_batch):
+                with self.layout.autocast(self.env):
+                    loss = next_token_loss(self.model, micro) / n_micro
                 loss.backward()
-                loss_sum += loss.detach()
-            grad_norm = clip_grad_norm_(list(self.model.parameters()), self.grad_clip)
+                interval_loss += loss.detach()
+            grad_norm = clip_grad_norm_(params, self.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.tokens_trained += self.batch.tokens_per_step
-            loss_value = float(self.env.all_reduce_sum(loss_sum)) / self.env.world_size
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(f"[{label}] loss is {loss_value} at step {step + 1} "
-                                       f"(lr {lr:.2e}); stopping. Lower train.lr or raise train.warmup_steps.")
+            interval_steps += 1
             done = step + 1 - first_step
-            if log is not None and self.env.is_main:
+            last = step + 1 == last_step
+            checkpoint_due = (checkpoint is not None and not last and checkpoint_every
+                              and (step + 1) % checkpoint_every == 0)
+            if not (last or checkpoint_due or done % self.sync_every == 0):
+                continue
+            # A read before every checkpoint: a diverged model is never saved.
+            total, signum = self._read(interval_loss)
+            loss_value = total / self.env.world_size / interval_steps
+            interval_loss.zero_()
+            interval_steps = 0
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(f"[{label}] loss is {loss_value} by step {step + 1} "
+                                       f"(lr {lr:.2e}); stopping. Lower train.lr or raise train.warmup_steps.")
+            if log is not None and self.env.is_main:  # torchtitan's clip returns the full norm on every rank
                 gn = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
                 log(step + 1, {"train/loss": loss_value, "train/lr": lr, "train/grad_norm": float(gn),
                                "train/tokens": (step + 1) * self.batch.tokens_per_step,
                                "train/tokens_per_s": done * self.batch.tokens_per_step
                                / max(time.monotonic() - progress._t0, 1e-9)})
             if self.env.is_main:
-                progress.update(step, done, loss_value, lr, force=step + 1 == last_step)
-            signum = self.env.broadcast(self.stop.signum)  # rank 0 decides, so every rank stops together
-            stop_now = signum is not None and step + 1 < last_step  # at the last step: just finish
-            if checkpoint is not None and step + 1 < last_step and (
-                    stop_now or (checkpoint_every and (step + 1) % checkpoint_every == 0)):
+                progress.update(step, done, loss_value, lr, force=last)
+            stop_now = signum is not None and not last  # at the last step: just finish
+            if checkpoint is not None and not last and (stop_now or checkpoint_due):
                 checkpoint(step + 1)
             if stop_now:
                 raise Preempted(f"[{label}] stopped by signal {signum} after step {step + 1}; "
@@ -269,7 +298,8 @@ class Trainer:
         n = len(rows)
 
         def row_ce(tokens, weight, index):
-            logits = self.model(tokens[:, :-1])
+            with self.layout.autocast(self.env):
+                logits = self.model(tokens[:, :-1])
             ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1),
                                  reduction="none").view(tokens.size(0), -1)
             return (torch.zeros(n, dtype=torch.float64, device=ce.device)
@@ -281,7 +311,8 @@ class Trainer:
     def recall(self, rows: np.ndarray, mask: np.ndarray, batch_rows: int = 64) -> float:
         """Share of rows whose masked targets are all the argmax (exact-match greedy recall)."""
         def correct(tokens, weight, row_mask):
-            logits = self.model(tokens[:, :-1])
+            with self.layout.autocast(self.env):
+                logits = self.model(tokens[:, :-1])
             hit = (logits.argmax(-1) == tokens[:, 1:]) | ~row_mask
             return (hit.all(-1).float() * weight).sum(), weight.sum()
 
@@ -289,7 +320,8 @@ class Trainer:
         return hits / max(count, 1)
 
     def _sum_ce(self, tokens, weight, _mask=None):
-        logits = self.model(tokens[:, :-1])
+        with self.layout.autocast(self.env):
+            logits = self.model(tokens[:, :-1])
         ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1),
                              reduction="none").view(tokens.size(0), -1)
         return ((ce.sum(-1) * weight).sum(), (weight * ce.size(1)).sum(), (ce.mean(-1) ** 2 * weight).sum(),
