@@ -44,8 +44,26 @@ class TrainLayout:
         return torch.autocast(env.device.type, dtype=DTYPES[self.precision])
 
 
+class Fp32Attention(torch.nn.Module):
+    """Scaled dot-product attention computed in fp32 inside a bf16 model. On CPU (torch 2.13) the bf16 flash
+    attention backward is about 5x slower than the fp32 one, which cancels what bf16 matmuls gain elsewhere
+    (benchmarks/README.md); attention's own matmuls are a small share of a step. Holds no parameters, so
+    state dicts and checkpoints are unchanged."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, q, k, v, **kwargs):
+        with torch.autocast(q.device.type, enabled=False):
+            return self.inner(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
+
+
 def parallelize(model: torch.nn.Module, env: DistEnv, layout: TrainLayout) -> torch.nn.Module:
     """Apply activation checkpointing, compile and FSDP2 to a freshly built (fp32) model."""
+    if layout.precision != "fp32" and env.device.type == "cpu":
+        for block in model.layers.values():
+            block.attention.inner_attention = Fp32Attention(block.attention.inner_attention)
     if layout.activation_checkpointing != "none":
         from torchtitan.config.job_config import ActivationCheckpoint
         from torchtitan.distributed.activation_checkpoint import apply_ac
