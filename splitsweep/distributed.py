@@ -46,17 +46,24 @@ class DistEnv:
 
 def allocated_threads(requested: int | None = None) -> int:
     """torch threads for one rank: `requested` (train.threads), else OMP_NUM_THREADS, else the CPUs SLURM gave
-    the task, else this process's CPU affinity shared by the ranks on this machine -- never more threads
-    than the allocation, which oversubscribes the cores and slows every job on the node."""
+    the task (SLURM_CPUS_PER_TASK, or the job's CPUs on this node over its ranks here), else this process's
+    CPU affinity over the ranks on this machine -- never more threads than the allocation: without cgroups
+    (task/none) a job's affinity is the whole node, and jobs sharing it would oversubscribe its cores."""
     if requested:
         return int(requested)
-    for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+
+    def count(var: str) -> int:
         value = os.environ.get(var, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
+        return int(value) if value.isdigit() else 0
+
+    local_ranks = max(count("LOCAL_WORLD_SIZE") or count("SLURM_NTASKS_PER_NODE") or 1, 1)
+    for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        if count(var) > 0:
+            return count(var)
+    if count("SLURM_CPUS_ON_NODE") > 0:
+        return max(count("SLURM_CPUS_ON_NODE") // local_ranks, 1)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(cpus // max(local_ranks, 1), 1)
+    return max(cpus // local_ranks, 1)
 
 
 def _submitit_env() -> None:

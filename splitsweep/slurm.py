@@ -200,6 +200,16 @@ class _SeedsFirst(BaseSubmititLauncher):
         else:
             executor.update_parameters(name=name)
 
+    def _cpus_follow_threads(self, points: list[Point]) -> None:
+        """cpus_per_task left null: a rank is allocated the threads its config runs (train.threads), so the
+        scheduler packs jobs as they will run. With train.threads null as well, a rank runs as many threads as
+        it was allocated (distributed.allocated_threads), never all of the node's cores."""
+        if self.params.get("cpus_per_task") is not None:
+            return
+        wanted = {int(p.cfg.train.threads) for p in points if p.cfg.train.get("threads")}
+        if wanted:
+            self.params["cpus_per_task"] = max(wanted)
+
     # ------------------------------------------------------------------ planning
     def _attach_alive(self, sweep_dir: Path, points: list[Point]) -> None:
         """Grid points whose job from an earlier launch is still queued or running: wait for that job."""
@@ -233,6 +243,7 @@ class _SeedsFirst(BaseSubmititLauncher):
             os.environ["PYTHONPATH"] = os.pathsep.join(
                 [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
         points = plan_grid(self.hydra_context, self.config, job_overrides, initial_job_idx, "submitted")
+        self._cpus_follow_threads(points)
         self._attach_alive(sweep_dir, points)
         todo = [p for p in points if not p.done and not p.attached]
         done = [p for p in points if p.done]

@@ -161,13 +161,20 @@ def test_precision_and_layout_are_checked_before_any_compute(tmp_path):
 
 
 def test_threads_follow_the_allocation(monkeypatch):
-    for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE"):
+    for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE", "SLURM_CPUS_ON_NODE",
+                "SLURM_NTASKS_PER_NODE"):
         monkeypatch.delenv(var, raising=False)
     cpus = len(__import__("os").sched_getaffinity(0))
     assert allocated_threads(3) == 3
     assert allocated_threads(None) == cpus
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cpus * 2))
     assert allocated_threads(None) == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "1")  # a 1-CPU SLURM job on a node without cgroups
+    assert allocated_threads(None) == 1
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "8")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
+    assert allocated_threads(None) == 4
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "5")
     assert allocated_threads(None) == 5
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
