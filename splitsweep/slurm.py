@@ -224,17 +224,12 @@ class _SeedsFirst(BaseSubmititLauncher):
         if not wanted:
             return
         states = scheduler_states([e["job_id"] for e in wanted.values()])
-        for p in points:
-            entry = wanted.get(p.run_id)
-            state = states.get(entry["job_id"], ("", ""))[0] if entry else ""
-            if state.split()[0:1] and state.split()[0] in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING",
-                                                            "COMPLETING", "SUSPENDED", "RESIZING"):
-                p.job = submitit.SlurmJob(folder=entry["folder"], job_id=entry["job_id"])
-                p.attached = True
-                print(f"splitsweep: #{p.idx} is still {state.lower()} as job {entry['job_id']} from an earlier "
-                      f"launch; waiting for it instead of submitting it again", flush=True)
+        for p, entry, state in still_queued(points, wanted, states):
+            p.job = submitit.SlurmJob(folder=entry["folder"], job_id=entry["job_id"])
+            p.attached = True
+            print(f"splitsweep: #{p.idx} is still {state.lower()} as job {entry['job_id']} from an earlier "
+                  f"launch; waiting for it instead of submitting it again", flush=True)
 
-    # ------------------------------------------------------------------ launch
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -342,10 +337,10 @@ class _SeedsFirst(BaseSubmititLauncher):
                 if self._EXECUTOR != "slurm":
                     return
                 # sacct can trail the scheduler: believe "done" only when squeue has none of them either
-                from .status import ALIVE, scheduler_states
+                from .status import is_alive, scheduler_states
 
                 states = scheduler_states([j.job_id for j in jobs])
-                if not any(state.split()[0] in ALIVE for state, _ in states.values() if state):
+                if not any(is_alive(state) for state, _ in states.values()):
                     return
             time.sleep(POLL_S)
 
@@ -479,6 +474,20 @@ def plan_grid(hydra_context, config: DictConfig, job_overrides: Sequence[Sequenc
         print(f"splitsweep: error: {err}\nsplitsweep: nothing was {nothing}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     return points
+
+
+def still_queued(points: Sequence[Point], latest: dict[str, dict], states: dict[str, tuple]) -> list[tuple]:
+    """(point, its earlier launch entry, scheduler state) of the points whose earlier job SLURM still holds in a
+    live state (status.ALIVE: pending, requeued, held, running...): those are waited for, never submitted again."""
+    from .status import is_alive
+
+    out = []
+    for p in points:
+        entry = latest.get(p.run_id)
+        state = states.get(entry["job_id"], ("", ""))[0] if entry else ""
+        if not p.done and is_alive(state):
+            out.append((p, entry, state))
+    return out
 
 
 def write_launch(sweep_dir: Path, launcher: str, points: list[Point], seeds: Sequence[dict] = (),

@@ -34,6 +34,15 @@ STATES = ("done", "running", "pending", "failed")
 ALIVE = {"PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
          "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "pending",
          "RESIZING": "running", "STAGE_OUT": "running", "SIGNALING": "running"}
+
+
+def is_alive(state: str) -> bool:
+    """A scheduler state (sacct/squeue text, e.g. "REQUEUE_HOLD" or "CANCELLED by 0") in which the job may still
+    run: the one list both the launcher and status read."""
+    words = str(state or "").split()
+    return bool(words) and words[0] in ALIVE
+
+
 STALE_S = 600.0  # without a scheduler: a run dir / job log untouched this long is not running any more
 
 
@@ -288,7 +297,7 @@ def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float
             state, reason = sched
             st.scheduler_state = state
             word = state.split()[0] if state else ""
-            if word in ALIVE:
+            if is_alive(state):
                 st.state = ALIVE[word]
                 if "DependencyNeverSatisfied" in reason or "Dependency" in reason and "Never" in reason:
                     st.state = "failed"

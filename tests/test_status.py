@@ -101,3 +101,20 @@ def test_cli_json_and_missing_dir(tmp_path, capsys):
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["state"] == "done"
     assert st.main([str(tmp_path / "nope")]) == 2
+
+
+def test_a_job_slurm_still_holds_in_any_live_state_is_waited_for_not_resubmitted():
+    # The launcher's decision, with a fake scheduler: every state of status.ALIVE (REQUEUE_HOLD included)
+    # attaches the earlier job; a finished, failed or unknown one is submitted again.
+    from splitsweep.slurm import Point, still_queued
+    from splitsweep.status import ALIVE
+
+    states = {**{f"j{i}": (s, "") for i, s in enumerate(ALIVE)}, "done": ("COMPLETED", ""),
+              "failed": ("FAILED", ""), "cancelled": ("CANCELLED by 0", ""), "gone": ("", "")}
+    points = [Point(i, [], f"d{i}", f"run-{job}", "t", 0, True, False) for i, job in enumerate(states)]
+    points.append(Point(99, [], "d99", "run-new", "t", 0, True, False))  # never launched before
+    latest = {p.run_id: {"job_id": p.run_id[4:], "folder": "/x"} for p in points if p.run_id != "run-new"}
+    attached = {p.run_id[4:]: state for p, _, state in still_queued(points, latest, states)}
+    assert set(attached) == {f"j{i}" for i in range(len(ALIVE))} and "REQUEUE_HOLD" in attached.values()
+    recorded = Point(100, [], "d100", "run-j0", "t", 0, True, True)  # recorded meanwhile: nothing to wait for
+    assert still_queued([recorded], latest, states) == []
