@@ -974,6 +974,10 @@ def _downstream_rows(results, downstream) -> pd.DataFrame:
     if df.empty:
         return df
     df = df[df.get("status", "ok") == "ok"] if "status" in df else df
+    # A model evaluated again (a task added to the sweep) has rows of both evaluations: the newest counts.
+    same = [c for c in ("run_id", "task", "metric", "num_fewshot") if c in df]
+    if "run_id" in same:
+        df = df.drop_duplicates(subset=same, keep="last")
     # One metric per task: accuracy where there is one, and the tasks themselves (groups are aggregates).
     if "is_group" in df:
         df = df[~df["is_group"].fillna(False).astype(bool)]

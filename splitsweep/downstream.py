@@ -8,7 +8,9 @@ needs the Hugging Face hub when it is not reachable, and text the tokenizer cann
 
 `DownstreamEval.run(model, env, base)` evaluates a trained model (sharded or not) through lm-eval and
 returns one row per (task, metric); `append_downstream` writes them to `<sweep>/downstream.jsonl`
-atomically and once per run_id, like `records.append_rows`.
+atomically and once per evaluation: `eval_id` hashes the run with what decides the numbers (tasks,
+few-shot, limit, seeds, local data sets, lm-eval version), so adding a task to a recorded sweep evaluates
+its models again, and re-running the same evaluation writes nothing.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .plan import ConfigError
-from .records import append_rows, read_rows
+from .records import append_rows, is_recorded, read_rows
 from .store import signature
 
 DOWNSTREAM_FILE = "downstream.jsonl"
@@ -45,7 +47,9 @@ COLUMNS = {
     "value": "the metric's value", "stderr": "lm-eval's standard error of the metric (null if not computed)",
     "n_examples": "documents evaluated (after eval.limit)", "num_fewshot": "shots in the prompt",
     "task_version": "lm-eval task version", "lm_eval_version": "lm-eval package version",
-    "git_sha": "code commit", "status": "ok",
+    "git_sha": "code commit",
+    "eval_id": "this evaluation: hash of run_id, tasks, num_fewshot, limit, seeds, local data sets, lm-eval version",
+    "status": "ok",
 }
 
 
@@ -56,8 +60,12 @@ def read_downstream(sweep_dir, run_id: str | None = None) -> list[dict]:
 
 
 def append_downstream(sweep_dir, rows: list[dict]) -> bool:
-    """Append one run's rows unless that run_id already has downstream rows (one write under a lock)."""
-    return append_rows(sweep_dir, rows, filename=DOWNSTREAM_FILE)
+    """Append one evaluation's rows unless its eval_id is already there (one write under a lock)."""
+    return append_rows(sweep_dir, rows, filename=DOWNSTREAM_FILE, key="eval_id")
+
+
+def is_evaluated(sweep_dir, eval_id: str) -> bool:
+    return is_recorded(sweep_dir, eval_id, DOWNSTREAM_FILE, key="eval_id")
 
 
 # ------------------------------------------------------------------------------ phonebook task
@@ -320,6 +328,14 @@ class DownstreamEval:
                 for choice in task.doc_to_choice(doc):
                     self.tokenizer.check(task.config.target_delimiter + str(choice), "a choice")
 
+    def eval_id(self, run_id: str) -> str:
+        """What decides this evaluation's numbers, for one run."""
+        e = OmegaConf.to_container(self.ecfg, resolve=True) if OmegaConf.is_config(self.ecfg) else dict(self.ecfg)
+        return signature({"run_id": run_id, "tasks": sorted(self.tasks), "num_fewshot": e.get("num_fewshot"),
+                          "limit": e.get("limit"), "seed": e.get("seed", 0),
+                          "bootstrap_iters": e.get("bootstrap_iters", 1000),
+                          "local_datasets": e.get("local_datasets"), "lm_eval": lm_eval_version()})
+
     def run(self, model, env, base: dict) -> list[dict]:
         """Evaluate `model` on every task; one row per (task, metric), `base` fields included."""
         import lm_eval
@@ -335,7 +351,11 @@ class DownstreamEval:
             task_manager=self.task_manager(), bootstrap_iters=int(e.get("bootstrap_iters", 1000)),
             log_samples=False, random_seed=int(e.get("seed", 0)), numpy_random_seed=int(e.get("seed", 0)),
             torch_random_seed=int(e.get("seed", 0)), fewshot_random_seed=int(e.get("seed", 0)))
-        return results_to_rows(out, base, lm_eval_version())
+        rows = results_to_rows(out, base, lm_eval_version())
+        if "run_id" in base:
+            for r in rows:
+                r["eval_id"] = self.eval_id(base["run_id"])
+        return rows
 
 
 def _leaf_configs(name: str, tm, depth: int = 0) -> list[tuple[str, dict]]:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import checkpoint as ckpt
 from .data import MIXTURE
 from .distributed import DistEnv, allocated_threads, init_distributed
-from .downstream import DownstreamEval, append_downstream, read_downstream
+from .downstream import DownstreamEval, append_downstream, is_evaluated
 from .logger import RunLogger, check_logger
 from .model import build_model
 from .parallelize import TrainLayout, adamw, parallelize
@@ -265,7 +265,7 @@ class Job:
     def _already_recorded(self) -> list[dict]:
         plan, env = self.plan, self.env
         existing = recorded_rows(self.sweep_dir, plan.run_id)
-        if self.downstream is not None and not read_downstream(self.sweep_dir, run_id=plan.run_id):
+        if self.downstream is not None and not is_evaluated(self.sweep_dir, self.downstream.eval_id(plan.run_id)):
             self._downstream_from_final(existing)
         if env.is_main:
             print(f"[{plan.run_id}] already recorded ({len(existing)} rows); nothing to do", flush=True)
@@ -374,7 +374,8 @@ class Job:
             return self.downstream.run(model, self.env, {k: rows[0][k] for k in keys})
 
     def _downstream_from_final(self, rows: list[dict]) -> None:
-        """A recorded grid point without downstream rows (eval turned on later): evaluate runs/<id>/final."""
+        """A recorded grid point without this evaluation's rows (eval turned on or changed later): evaluate
+        runs/<id>/final."""
         final = self.run_dir / "final"
         if not ckpt.is_complete(final):
             if self.env.is_main:

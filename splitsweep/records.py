@@ -75,16 +75,22 @@ def _is_row(obj) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("run_id"), str)
 
 
+def _row_key(row: dict, key: str) -> str:
+    # A row written before its table had `key` (downstream rows before eval_id) counts under its run_id.
+    value = row.get(key)
+    return value if isinstance(value, str) else row["run_id"]
+
+
 @contextlib.contextmanager
-def _locked(table: Path):
+def _locked(table: Path, key: str = "run_id"):
     table.parent.mkdir(parents=True, exist_ok=True)
     with open(table.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _repair(table)
+        _repair(table, key)
         yield
 
 
-def _repair(table: Path) -> None:
+def _repair(table: Path, key: str = "run_id") -> None:
     """Holding the lock: cut a torn tail off the table, and index rows that no marker covers yet."""
     index = _index_dir(table)
     if not table.exists():
@@ -119,12 +125,12 @@ def _repair(table: Path) -> None:
             except ValueError:
                 row = None
             if _is_row(row):
-                span = spans.setdefault(row["run_id"], [offset, 0, 0])
+                span = spans.setdefault(_row_key(row, key), [offset, 0, 0])
                 span[1], span[2] = offset + len(line) - span[0], span[2] + 1
             offset += len(line)
-    for run_id, (start, length, n) in spans.items():
-        if not (index / f"{run_id}.json").exists():
-            write_json_atomic(index / f"{run_id}.json", {"offset": start, "length": length, "rows": n})
+    for ident, (start, length, n) in spans.items():
+        if not (index / f"{ident}.json").exists():
+            write_json_atomic(index / f"{ident}.json", {"offset": start, "length": length, "rows": n})
     write_json_atomic(covered_file, {"bytes": size})
 
 
@@ -137,21 +143,23 @@ def _write_all(fd: int, payload: bytes) -> None:
         view = view[n:]
 
 
-def append_rows(sweep_dir: str | os.PathLike, rows: list[dict], filename: str = RESULTS_FILE) -> bool:
-    """Append `rows` (all of one run_id) to `sweep_dir/filename` unless that run_id is already there.
+def append_rows(sweep_dir: str | os.PathLike, rows: list[dict], filename: str = RESULTS_FILE,
+                key: str = "run_id") -> bool:
+    """Append `rows` (all of one `key`: a run, or one evaluation of a run) to `sweep_dir/filename` unless that
+    key is already there.
 
-    Returns True when the rows were written, False when the run was already there. Raises
+    Returns True when the rows were written, False when they were already there. Raises
     RecordWriteError, with the table unchanged, when they cannot all be written.
     """
     if not rows:
         return False
-    run_ids = {r["run_id"] for r in rows}
+    run_ids = {_row_key(r, key) for r in rows}
     if len(run_ids) != 1:
-        raise ValueError(f"append_rows takes the rows of one run, got run_ids {sorted(run_ids)}")
+        raise ValueError(f"append_rows takes the rows of one {key}, got {sorted(run_ids)}")
     (run_id,) = run_ids
     table = Path(sweep_dir) / filename
     payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
-    with _locked(table):
+    with _locked(table, key):
         marker = _index_dir(table) / f"{run_id}.json"
         if marker.exists():
             return False
@@ -173,8 +181,9 @@ def append_rows(sweep_dir: str | os.PathLike, rows: list[dict], filename: str = 
     return True
 
 
-def is_recorded(sweep_dir: str | os.PathLike, run_id: str, filename: str = RESULTS_FILE) -> bool:
-    """Whether `run_id` has rows in the table: one small file read, not the table."""
+def is_recorded(sweep_dir: str | os.PathLike, run_id: str, filename: str = RESULTS_FILE,
+                key: str = "run_id") -> bool:
+    """Whether `run_id` (a value of `key`) has rows in the table: one small file read, not the table."""
     table = Path(sweep_dir) / filename
     marker = _index_dir(table) / f"{run_id}.json"
     try:
@@ -185,7 +194,7 @@ def is_recorded(sweep_dir: str | os.PathLike, run_id: str, filename: str = RESUL
         pass
     if not table.exists() and not marker.parent.exists():
         return False
-    with _locked(table):  # index what a killed writer left unindexed; drop an index the table outlived
+    with _locked(table, key):  # index what a killed writer left unindexed; drop an index the table outlived
         return marker.exists()
 
 

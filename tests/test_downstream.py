@@ -128,6 +128,18 @@ def test_phonebook_mc_end_to_end_records_and_reruns(tmp_path):
     assert added and all(r["expert_domain"] == "mixture" for r in added)
     assert len(read_rows(sweep)) == 2 * len(rows)
 
+    # Another evaluation of a recorded model (here: 1-shot instead of 0) is its own eval_id: it runs once,
+    # from the final checkpoint, and the first one's rows stay.
+    before = read_downstream(sweep, run_id=rows[0]["run_id"])
+    for _ in range(2):
+        Job(compose_cfg(tmp_path, *TINY_BOOK, "split.pretrain_fraction=0.4", "split.expert_domain=d0",
+                        "eval=phonebook_mc", "eval.num_fewshot=1")).run()
+    after = read_downstream(sweep, run_id=rows[0]["run_id"])
+    assert len({r["eval_id"] for r in before}) == 1 and len({r["eval_id"] for r in after}) == 2
+    assert len(after) == 2 * len(before) and after[:len(before)] == before
+    assert {r["num_fewshot"] for r in after[len(before):]} == {1}
+    assert len(read_rows(sweep)) == 2 * len(rows)  # no training, no new results rows
+
 
 def _refused(tmp_path, *overrides, match):
     cfg = compose_cfg(tmp_path, *TINY_BOOK, "split.pretrain_fraction=0.4", "split.expert_domain=d0", *overrides)

@@ -1,4 +1,5 @@
 """Locks and identities of the store; concurrent jobs train a shared seed once."""
+import json
 import os
 import subprocess
 import sys
@@ -72,3 +73,21 @@ def test_concurrent_jobs_train_their_shared_seed_once(tmp_path):
     rows = read_rows(tmp_path / "sweeps" / "test")
     assert len(rows) == 15 and len({r["seed_id"] for r in rows}) == 1
     assert sorted(r["tokens_trained"] for r in rows[::5]) == [2 * T, 2 * T, 26 * T]
+
+
+def test_a_table_keyed_by_evaluation_keeps_one_copy_of_each_and_reads_legacy_rows(tmp_path):
+    # downstream.jsonl: rows of one run under several eval_ids; rows written before eval_id count under run_id.
+    from splitsweep.records import append_rows, is_recorded, read_rows
+
+    legacy = [{"run_id": "r1", "task": "t", "value": 0.5}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))  # written by an older version
+    first = [{"run_id": "r1", "eval_id": "e1", "task": "t", "value": 0.6}]
+    second = [{"run_id": "r1", "eval_id": "e2", "task": "u", "value": 0.7}]
+    assert append_rows(tmp_path, first, "d.jsonl", key="eval_id")
+    assert not append_rows(tmp_path, first, "d.jsonl", key="eval_id")
+    assert append_rows(tmp_path, second, "d.jsonl", key="eval_id")
+    assert [is_recorded(tmp_path, k, "d.jsonl", key="eval_id") for k in ("r1", "e1", "e2", "e3")] == \
+        [True, True, True, False]
+    assert [r["value"] for r in read_rows(tmp_path / "d.jsonl")] == [0.5, 0.6, 0.7]
+    with pytest.raises(ValueError, match="one eval_id"):
+        append_rows(tmp_path, first + second, "d.jsonl", key="eval_id")
