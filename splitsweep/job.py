@@ -80,7 +80,9 @@ def _stop_flag(cfg) -> StopFlag:
 
 
 class Job:
-    def __init__(self, cfg: DictConfig, env: DistEnv | None = None):
+    def __init__(self, cfg: DictConfig, env: DistEnv | None = None, seed_only: bool = False):
+        """`seed_only`: a job that trains the seed alone (a SLURM seed job): what only the expert and its
+        evaluation need (lm-eval tasks) is neither prepared nor checked."""
         self.cfg = cfg
         self.plan = make_plan(cfg)  # raises ConfigError before any compute
         check_logger(cfg.logger)  # online W&B without a key or a server fails here, not after training
@@ -90,7 +92,8 @@ class Job:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         # lm-eval tasks: unknown names, unreachable hub data, tokenizer mismatches fail here, before training.
-        self.downstream = DownstreamEval.prepare(cfg, self.plan) if DownstreamEval.enabled(cfg) else None
+        self.downstream = (DownstreamEval.prepare(cfg, self.plan) if DownstreamEval.enabled(cfg) and not seed_only
+                           else None)
         self.sweep_dir = Path(cfg.paths.sweep_dir)
         self.trajectory_dir = Path(cfg.paths.store) / "seeds" / self.plan.trajectory_id
         self.run_dir = self.sweep_dir / "runs" / self.plan.run_id

@@ -144,7 +144,7 @@ class SeedTask:
             cfg = _task_cfg(sweep_config)
             torch.set_num_threads(allocated_threads(cfg.train.get("threads")))
             try:
-                done.append(str(Job(cfg).seed_checkpoint()))
+                done.append(str(Job(cfg, seed_only=True).seed_checkpoint()))
             except Preempted as err:  # same hand-over as app.task: submitit requeues this seed job
                 print(f"splitsweep: {err}", file=sys.stderr, flush=True)
                 if err.stop is not None:

@@ -213,3 +213,14 @@ def test_adapter_under_fsdp_matches_one_process(tmp_path):
         assert [x[1] for x in r["ll"]] == [x[1] for x in single["ll"]]
         assert [x[0] for x in r["ll"]] == pytest.approx([x[0] for x in single["ll"]], abs=1e-4)
         assert r["roll"] == pytest.approx(single["roll"], abs=1e-3)
+
+
+def test_a_seed_job_does_not_depend_on_the_experts_eval_config(tmp_path):
+    # A SLURM seed job (SeedTask) builds Job(seed_only=True): a task only the expert's evaluation needs
+    # cannot fail the seed; the expert's own job still refuses it before training.
+    args = [*TINY_BOOK, "split.pretrain_fraction=0.4", "split.expert_domain=d0", "eval=phonebook_mc",
+            "eval.tasks=[arc_eazy]"]
+    seed = Job(compose_cfg(tmp_path, *args), seed_only=True).seed_checkpoint()
+    assert seed is not None and seed.exists()
+    with pytest.raises(ConfigError, match="arc_eazy"):
+        Job(compose_cfg(tmp_path, *args))
