@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import math
 import statistics
 import sys
 import time
@@ -42,17 +41,8 @@ from splitsweep.parallelize import TrainLayout, adamw, parallelize  # noqa: E402
 from splitsweep.schedule import Schedule  # noqa: E402
 from splitsweep.train import BatchSpec, Path as ExpertPath, Trainer  # noqa: E402
 
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """Best GFLOP/s of an n x n @ n x n torch.matmul in `dtype`."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.matmul(a, b)
-    best = math.inf
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_train import matmul_peak  # noqa: E402
 
 
 def bench_model(name: str, args, peaks: dict) -> dict:
@@ -120,7 +110,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {"fp32": matmul_peak(dtype=torch.float32), "bf16": matmul_peak(dtype=torch.bfloat16)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch} x seq {args.seq_len}; "
           f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s "
           f"({peaks['bf16'] / peaks['fp32']:.2f}x)")

@@ -119,9 +119,9 @@ def plain_loop(model, opt, data: torch.Tensor, first: int, steps: int, lr_at, gr
 
 
 # ----------------------------------------------------------------------------- measurements
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    """Best fp32 GFLOP/s of an n x n @ n x n torch.matmul."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best GFLOP/s of an n x n @ n x n torch.matmul in `dtype`."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.matmul(a, b)
     best = math.inf
     for _ in range(reps):
