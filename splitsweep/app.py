@@ -1,6 +1,7 @@
 """The Hydra app: `python -m splitsweep [-m] [overrides]`. One call of `task` is one grid point."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,9 +26,13 @@ def job_dirname(overrides: str) -> str:
 OmegaConf.register_new_resolver("ss_dirname", job_dirname, replace=True)
 
 
+def _full_error() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("SPLITSWEEP_FULL_ERROR") == "1"
+
+
 def task(cfg: DictConfig):
     from .job import run_job
-    from .train import Preempted
+    from .train import Preempted, TrainingDiverged
 
     try:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:  # a grid's launcher checked it
@@ -38,6 +43,13 @@ def task(cfg: DictConfig):
         # A configuration mistake: say what is wrong, without a traceback, before any compute.
         print(f"splitsweep: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except TrainingDiverged as err:
+        # Expected, and its message says what to change; a grid's launcher reports it with the others.
+        if _full_error() or not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN):
+            raise
+        print(f"splitsweep: error: {err} (nothing was recorded; HYDRA_FULL_ERROR=1 for the traceback)",
+              file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     except Preempted as err:
         # The checkpoint is saved. Hand the signal to the handler our StopFlag replaced: inside a submitit
         # job that is submitit's, which resubmits this grid point and requeues it (rank 0; it exits

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 import zlib
 from pathlib import Path
 
@@ -34,6 +35,11 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from .distributed import DistEnv
+
+# DCP warns at every save and load of a single process that it assumes a single process: that is the intent
+# here (one code path for 1 and N ranks), and the line was a quarter of a sweep's log.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized",
+                        category=UserWarning, module="torch.distributed.checkpoint")
 from .store import is_debris, private_tmp, publish_dir, write_json_atomic, writer_tag
 
 META = "meta.json"

@@ -179,3 +179,15 @@ def test_threads_follow_the_allocation(monkeypatch):
     assert allocated_threads(None) == 5
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert allocated_threads(None) == 2
+
+
+def test_a_diverging_run_ends_with_one_clear_line_and_records_nothing(tmp_path):
+    proc = run_cli(tmp_path, *TINY, f"split.pretrain_tokens={20 * T}", f"split.special_tokens={2 * T}",
+                   "split.expert_domain=d0", "train.lr=1e9", "train.warmup_steps=0", check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "loss is nan by step" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "sweeps" / "test" / "results.jsonl").exists()
+    full = run_cli(tmp_path / "full", *TINY, f"split.pretrain_tokens={20 * T}", f"split.special_tokens={2 * T}",
+                   "split.expert_domain=d0", "train.lr=1e9", "train.warmup_steps=0", check=False,
+                   env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode == 1 and "Traceback" in full.stderr and "TrainingDiverged" in full.stderr
