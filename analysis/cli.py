@@ -28,6 +28,7 @@ from pathlib import Path
 from . import atomic
 from .errors import AnalysisError
 from .io import DEFAULT_SELECTION, SELECTIONS, batch_tokens_of, domain_weights, load_results, select_rows
+from .intervals import N_BOOTSTRAP
 from .laws import LAWS
 
 
@@ -56,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--shared-coefficients", "--no-per-domain", action="store_true",
                        help="one set of coefficients for every domain (default: one per domain, exponents shared, "
                             "whenever the data have more than one domain)")
-        s.add_argument("--n-bootstrap", type=int, default=100, help="resamples of trained models (default %(default)s)")
+        s.add_argument("--n-bootstrap", type=int, default=N_BOOTSTRAP,
+                       help="resamples of trained models (default %(default)s, as the end-of-sweep report's)")
         s.add_argument("--seed", type=int, default=0, help="bootstrap seed")
         s.add_argument("--quiet", action="store_true", help="no progress messages")
 
@@ -72,7 +74,6 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit one law (or auto) and write fit.json")
     common(f, "auto")
-    f.set_defaults(n_bootstrap=0)
     s = sub.add_parser("split", help="choose D* for a model size and budget; write split.json")
     common(s, "auto")
     question(s)
@@ -86,7 +87,6 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write the splitting report")
     common(r, "auto")
     question(r)
-    r.set_defaults(n_bootstrap=20)
     r.add_argument("--extrapolate", action="store_true",
                    help="search D*/T over all fractions [0, 1], not only the measured ones (the report says so)")
     r.add_argument("--coverage-bootstrap", type=int, default=3,

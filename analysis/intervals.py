@@ -29,6 +29,7 @@ from .inputs import LawInputs
 from .laws import Law
 
 LEVEL = 0.8
+N_BOOTSTRAP = 50  # resamples of trained models: the one default of every verb and of the end-of-sweep report
 N_RESAMPLE = 4000
 
 
@@ -152,7 +153,7 @@ def _fit_part(df, mask, law, per_domain, domains, n_bootstrap, seed):
 
 
 def heldout_coverage(rows: pd.DataFrame, law: Law, *, per_domain: bool = False, level: float = LEVEL,
-                     n_bootstrap: int = 20, n_resample: int = N_RESAMPLE, seed: int = 0,
+                     n_bootstrap: int = N_BOOTSTRAP, n_resample: int = N_RESAMPLE, seed: int = 0,
                      progress: bool = False) -> dict:
     """{check: {held_out, level, covered, n_rows, n_runs, coverage}} on the held-out splits of validate.heldout.
 

@@ -41,6 +41,7 @@ from .diagnostics import short
 from .errors import AnalysisError
 from .fit import log_progress
 from .inputs import LawInputs
+from .intervals import N_BOOTSTRAP
 from .io import (DEFAULT_SELECTION, MIXTURE, SELECTIONS, batch_tokens_of, budget_of, domain_weights, load_results,
                  select_rows)
 from .laws import LAWS
@@ -223,7 +224,8 @@ def accounting_budget(df: pd.DataFrame, accounting: str, k: int) -> pd.Series:
 
 # ---- the report ---------------------------------------------------------------------------------------------
 
-def build_report(results, out_dir, budget_tokens: float | None = None, law: str = "auto", n_bootstrap: int = 20,
+def build_report(results, out_dir, budget_tokens: float | None = None, law: str = "auto",
+                 n_bootstrap: int = N_BOOTSTRAP,
                  accounting: str | None = None, *, n_params: float | None = None,
                  selection: str = DEFAULT_SELECTION, per_domain: bool | None = None, weighting="equal",
                  batch_tokens: int | None = None, seed: int = 0, progress: bool = True, downstream=None,
@@ -236,7 +238,7 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
     accounting: per-path or shared-seed; default the rows' accounting column (per-path without one).
     per_domain: None (default) one coefficient set per domain whenever the rows have several domains, as
     analyze; False shared coefficients, True per-domain.
-    n_bootstrap: resamples of trained models for the intervals (keep it small in the end-of-sweep callback).
+    n_bootstrap: resamples of trained models for the intervals (one default everywhere: intervals.N_BOOTSTRAP).
     extrapolate: search D*/T over all fractions, not only the measured ones (the report then says so).
     coverage_bootstrap: resamples of each held-out refit of the 80% prediction-interval coverage check
     (0 skips it).

@@ -86,3 +86,17 @@ def test_phonebook_streams_and_recall_items():
     assert tokens.shape == (7, 16) and mask.sum(1).tolist() == [6] * 7
     again = Phonebook(n_domains=3, entries_per_domain=7, heldout_sequences=2, seq_len=32, seed=5)
     assert again.entries == book.entries  # the training seed changes the order, not the facts
+
+
+def test_one_bootstrap_default_everywhere():
+    from omegaconf import OmegaConf
+
+    from analysis.cli import _parser as build_parser
+    from analysis.intervals import N_BOOTSTRAP
+    from tests.helpers import REPO
+
+    assert OmegaConf.load(REPO / "conf" / "config.yaml").report.n_bootstrap == N_BOOTSTRAP
+    parser = build_parser()
+    for verb in ("fit", "split", "report"):
+        args = parser.parse_args([verb, "results.jsonl", "--out", "x"])
+        assert args.n_bootstrap == N_BOOTSTRAP, verb
