@@ -131,6 +131,7 @@ class SeedTask:
     def __call__(self) -> list[str]:
         import torch
 
+        from .distributed import allocated_threads
         from .job import Job
         from .train import Preempted
 
