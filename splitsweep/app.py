@@ -58,7 +58,9 @@ def task(cfg: DictConfig):
         if err.stop is not None:
             err.stop.hand_over(err.signum)
         raise SystemExit(128 + int(err.signum or 15)) from None  # the handler returned: stop anyway
-    return [{"eval_domain": r["eval_domain"], "eval_loss": r["eval_loss"]} for r in rows]
+    keep = ("eval_domain", "eval_loss", "expert_domain", "recall_accuracy", "model", "pretrain_tokens",
+            "special_tokens", "budget_tokens")
+    return [{k: r.get(k) for k in keep} for r in rows]  # what the launcher's line per grid point shows
 
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")

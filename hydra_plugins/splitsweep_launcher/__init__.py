@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher as _BasicLauncher
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from splitsweep.slurm import LocalLauncher as _LocalLauncher
 from splitsweep.slurm import SlurmLauncher as _SlurmLauncher
+from splitsweep.console import point_line
 from splitsweep.slurm import plan_grid, write_launch
 
 
@@ -43,7 +45,19 @@ class SequentialLauncher(_BasicLauncher):
                 by_dir.setdefault(p.sweep_dir, []).append(p)
             for sweep_dir, group in by_dir.items():
                 write_launch(Path(sweep_dir), "sequential", group, to_run="queued")
-        return super().launch([p.overrides for p in points], initial_job_idx)
+        returns, trained_s = [], []
+        for i, p in enumerate(points):
+            started = time.monotonic()
+            ret = super().launch([p.overrides], initial_job_idx + i)
+            returns += ret
+            took = time.monotonic() - started
+            if not p.done:
+                trained_s.append(took)
+            left = sum(not q.done for q in points[i + 1:])
+            eta = left * sum(trained_s) / len(trained_s) if trained_s else None
+            rows = ret[0].return_value if ret and ret[0].status == JobStatus.COMPLETED else None
+            print("splitsweep: " + point_line(i + 1, len(points), rows, took, p.done, eta), flush=True)
+        return returns
 
 
 class CheckSweepName(Callback):
