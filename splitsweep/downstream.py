@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import socket
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from omegaconf import OmegaConf
 
 from .plan import ConfigError
 from .records import append_rows, is_recorded, read_rows
-from .store import signature
+from .store import build_once, signature
 
 DOWNSTREAM_FILE = "downstream.jsonl"
 TASKS_DIR = Path(__file__).resolve().parent / "eval_tasks"
@@ -134,26 +133,22 @@ def write_phonebook_mc(source, out_dir) -> Path:
     """Write the phonebook_mc group (one task per book) for `source` into out_dir, atomically."""
     out_dir = Path(out_dir)
     identity = facts_identity(source)
-    tmp = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}.tmp")
-    tmp.mkdir(parents=True)
-    for k, d in enumerate(source.domains):
-        (tmp / f"{d}.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in phonebook_mc_docs(source, k)))
-        (tmp / f"phonebook_mc_{d}.yaml").write_text(_TASK_YAML.format(domain=d))
-    tasks = "".join(f"  - phonebook_mc_{d}\n" for d in source.domains)
-    (tmp / "_phonebook_mc.yaml").write_text(
-        "group: phonebook_mc\ntask:\n" + tasks + "aggregate_metric_list:\n"
-        "  - metric: acc\n    weight_by_size: true\n  - metric: acc_norm\n    weight_by_size: true\n"
-        "metadata:\n  version: 1.0\n")
-    (tmp / "utils.py").write_text(_UTILS)
-    (tmp / "phonebook.json").write_text(json.dumps(identity, sort_keys=True, indent=1) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(tmp)  # written by a concurrent job: same content
-    else:
-        try:
-            tmp.rename(out_dir)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        for k, d in enumerate(source.domains):
+            docs = phonebook_mc_docs(source, k)
+            (tmp / f"{d}.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+            (tmp / f"phonebook_mc_{d}.yaml").write_text(_TASK_YAML.format(domain=d))
+        tasks = "".join(f"  - phonebook_mc_{d}\n" for d in source.domains)
+        (tmp / "_phonebook_mc.yaml").write_text(
+            "group: phonebook_mc\ntask:\n" + tasks + "aggregate_metric_list:\n"
+            "  - metric: acc\n    weight_by_size: true\n  - metric: acc_norm\n    weight_by_size: true\n"
+            "metadata:\n  version: 1.0\n")
+        (tmp / "utils.py").write_text(_UTILS)
+        (tmp / "phonebook.json").write_text(json.dumps(identity, sort_keys=True, indent=1) + "\n")
+
+    return build_once(out_dir, write)
 
 
 def phonebook_mc_dir(source, store) -> Path:
@@ -249,28 +244,26 @@ class DownstreamEval:
         """Standard tasks read from local copies: `include` the task's own YAML, replace its data set."""
         tm = self.task_manager()
         out = store / "eval_tasks" / f"local-{signature(overrides)}"
-        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-        tmp.mkdir(parents=True)
-        for task, override in overrides.items():
-            entry = tm.task_index.get(task)
-            if entry is None or entry.yaml_path is None:
-                shutil.rmtree(tmp)
-                raise ConfigError(f"eval.local_datasets.{task}: no task {task!r} with a YAML config is known to "
-                                  f"lm-eval{self._suggest(task, tm)}")
-            override = dict(override)
-            files = (override.get("dataset_kwargs") or {}).get("data_files")
-            if isinstance(files, dict):  # splits with no local file are dropped (zero-shot needs one split)
-                from lm_eval.tasks._yaml_loader import load_yaml
 
-                raw = load_yaml(entry.yaml_path, resolve_func=False, recursive=True)
-                for key in ("training_split", "validation_split", "test_split", "fewshot_split"):
-                    if raw.get(key) and key not in override and raw[key] not in files:
-                        override[key] = None
-            _override_yaml(task, Path(entry.yaml_path), override, tmp)
-        if out.exists():
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(out)
+        def write(tmp: Path) -> None:
+            tmp.mkdir()
+            for task, override in overrides.items():
+                entry = tm.task_index.get(task)
+                if entry is None or entry.yaml_path is None:
+                    raise ConfigError(f"eval.local_datasets.{task}: no task {task!r} with a YAML config is known "
+                                      f"to lm-eval{self._suggest(task, tm)}")
+                override = dict(override)
+                files = (override.get("dataset_kwargs") or {}).get("data_files")
+                if isinstance(files, dict):  # splits with no local file are dropped (zero-shot needs one split)
+                    from lm_eval.tasks._yaml_loader import load_yaml
+
+                    raw = load_yaml(entry.yaml_path, resolve_func=False, recursive=True)
+                    for key in ("training_split", "validation_split", "test_split", "fewshot_split"):
+                        if raw.get(key) and key not in override and raw[key] not in files:
+                            override[key] = None
+                _override_yaml(task, Path(entry.yaml_path), override, tmp)
+
+        build_once(out, write)
         self.include_paths.append(str(out))
 
     @staticmethod

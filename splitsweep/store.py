@@ -241,3 +241,35 @@ class FileLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def build_once(final: Path, build, *, is_built=None, lock: Path | None = None) -> Path:
+    """`final` (a file or a directory), built by `build(tmp)` once across processes and cluster nodes.
+
+    Already built (`is_built(final)`, default: it exists): returned as it is. Else, under a FileLock (`lock`,
+    default `.<name>.lock` beside it) the check is made again, then `build` writes a private temporary beside
+    `final` -- a file or a directory, as it likes -- and one rename publishes it. A reader never sees a half-built
+    output; a crashed builder leaves only its temporary, which is removed here.
+    """
+    final = Path(final)
+    is_built = is_built or (lambda p: p.exists())
+    if is_built(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock or final.with_name(f".{final.name}.lock")):
+        if is_built(final):
+            return final
+        tmp = private_tmp(final)
+        try:
+            build(tmp)
+            if tmp.is_dir():
+                publish_dir(tmp, final)
+            else:
+                os.replace(tmp, final)
+                _fsync_dir(final.parent)
+        finally:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists():
+                tmp.unlink()
+    return final

@@ -91,3 +91,37 @@ def test_a_table_keyed_by_evaluation_keeps_one_copy_of_each_and_reads_legacy_row
     assert [r["value"] for r in read_rows(tmp_path / "d.jsonl")] == [0.5, 0.6, 0.7]
     with pytest.raises(ValueError, match="one eval_id"):
         append_rows(tmp_path, first + second, "d.jsonl", key="eval_id")
+
+
+def test_build_once_builds_one_file_or_directory_once_and_leaves_nothing_when_it_fails(tmp_path):
+    from splitsweep.store import build_once
+
+    calls = []
+
+    def slow_file(tmp):
+        calls.append(tmp)
+        time.sleep(0.2)
+        tmp.write_text("built")
+
+    threads = [threading.Thread(target=build_once, args=(tmp_path / "a" / "out.txt", slow_file)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and (tmp_path / "a" / "out.txt").read_text() == "built"
+
+    def a_dir(tmp):
+        tmp.mkdir()
+        (tmp / "MANIFEST").write_text("{}")
+
+    out = build_once(tmp_path / "d", a_dir, is_built=lambda p: (p / "MANIFEST").exists())
+    assert (out / "MANIFEST").exists()
+
+    def broken(tmp):
+        tmp.mkdir()
+        (tmp / "half").write_text("x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_once(tmp_path / "e", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "d"]  # no output, no temporary, no lock

@@ -4,9 +4,7 @@ centroid. The fitted model is saved (pickle) and reused; a summary of the cluste
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,22 +84,20 @@ class ClusterModel:
 
 def cached_model(cache_dir: Path, key: str, sample_texts, cfg, snippets: int = 3) -> tuple[ClusterModel, Path]:
     """Fit (on a cache miss, from `sample_texts()`) or load the cluster model stored under cache_dir/key."""
-    from ..store import FileLock
+    from ..store import build_once
 
     out = Path(cache_dir) / key
     model_path = out / "model.pkl"
-    if not model_path.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        with FileLock(out / ".lock"):
-            if not model_path.exists():
-                texts = sample_texts()
-                model = ClusterModel.fit(texts, int(cfg.n_clusters), int(cfg.svd_components),
-                                         int(cfg.max_features), int(cfg.seed))
-                write_summary(out, model, texts, snippets)
-                tmp = out / f".model.{uuid.uuid4().hex}.tmp"
-                with open(tmp, "wb") as f:
-                    pickle.dump(model, f)
-                os.replace(tmp, model_path)
+
+    def fit(tmp: Path) -> None:
+        texts = sample_texts()
+        model = ClusterModel.fit(texts, int(cfg.n_clusters), int(cfg.svd_components), int(cfg.max_features),
+                                 int(cfg.seed))
+        write_summary(out, model, texts, snippets)
+        with open(tmp, "wb") as f:
+            pickle.dump(model, f)
+
+    build_once(model_path, fit, lock=out / ".lock")
     with open(model_path, "rb") as f:
         return pickle.load(f), out
 

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -30,7 +29,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ..errors import ConfigError
-from ..store import FileLock, publish_dir, signature, write_json_atomic
+from ..store import build_once, signature, write_json_atomic
 from . import clustering as clus
 from .tokenizer import cached_bpe, eos_id, load_tokenizer
 
@@ -255,20 +254,8 @@ def prepare(cfg) -> Path:
     tok_path, tok_identity, vocab_size = resolve_tokenizer(cfg, labeler)
     key = prepared_key(cfg, labeler, tok_identity)
     root = Path(cfg.cache_dir)
-    final = root / key
-    if (final / MANIFEST).exists():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(root / f".{key}.lock"):
-        if (final / MANIFEST).exists():
-            return final
-        tmp = root / f".{key}.tmp-{uuid.uuid4().hex}"
-        try:
-            _build(cfg, labeler, tok_path, vocab_size, tmp, key)
-            publish_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_once(root / key, lambda tmp: _build(cfg, labeler, tok_path, vocab_size, tmp, key),
+                      is_built=lambda p: (p / MANIFEST).exists(), lock=root / f".{key}.lock")
 
 
 def _build(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, out: Path, key: str) -> None:
@@ -393,41 +380,37 @@ def pack(prepared: Path, seq_len: int, progress: bool = True) -> Path:
         return final
     manifest = json.loads((prepared / MANIFEST).read_text())
     dtype = np.dtype(manifest["dtype"])
-    with FileLock(prepared / f".packed-L{seq_len}.lock"):
-        if (final / MANIFEST).exists():
-            return final
-        tmp = prepared / f".packed-L{seq_len}.tmp-{uuid.uuid4().hex}"
-        try:
-            tmp.mkdir()
-            out = {"seq_len": seq_len, "per_domain": {}}
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=sum(v["train_tokens"] + v["heldout_tokens"] for v in manifest["per_domain"].values()),
-                       desc=f"packing L={seq_len}", unit="tok", unit_scale=True, disable=not progress,
-                       file=sys.stderr, mininterval=1.0)
-            for name, info in manifest["per_domain"].items():
-                (tmp / info["dir"]).mkdir()
-                counts = {}
-                for split in ("train", "heldout"):
-                    flat = np.memmap(prepared / info["dir"] / f"{split}.bin", dtype=dtype, mode="r")
-                    n = max(0, (len(flat) - 1) // seq_len)
-                    arr = np.lib.format.open_memmap(tmp / info["dir"] / f"{split}.npy", mode="w+", dtype=dtype,
-                                                    shape=(n, seq_len + 1))
-                    view = np.lib.stride_tricks.as_strided(flat, shape=(n, seq_len + 1),
-                                                           strides=(seq_len * dtype.itemsize, dtype.itemsize))
-                    step = max(1, (1 << 22) // (seq_len + 1))
-                    for i in range(0, n, step):
-                        arr[i:i + step] = view[i:i + step]
-                    arr.flush()
-                    del arr, view, flat
-                    counts[split] = n
-                    bar.update(n * seq_len)
-                out["per_domain"][name] = {"train_sequences": counts["train"], "heldout_sequences": counts["heldout"],
-                                           "train_target_tokens": counts["train"] * seq_len,
-                                           "heldout_target_tokens": counts["heldout"] * seq_len}
-            bar.close()
-            write_json_atomic(tmp / MANIFEST, out)
-            publish_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    def write_packed(tmp: Path) -> None:
+        tmp.mkdir()
+        out = {"seq_len": seq_len, "per_domain": {}}
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(v["train_tokens"] + v["heldout_tokens"] for v in manifest["per_domain"].values()),
+                   desc=f"packing L={seq_len}", unit="tok", unit_scale=True, disable=not progress,
+                   file=sys.stderr, mininterval=1.0)
+        for name, info in manifest["per_domain"].items():
+            (tmp / info["dir"]).mkdir()
+            counts = {}
+            for split in ("train", "heldout"):
+                flat = np.memmap(prepared / info["dir"] / f"{split}.bin", dtype=dtype, mode="r")
+                n = max(0, (len(flat) - 1) // seq_len)
+                arr = np.lib.format.open_memmap(tmp / info["dir"] / f"{split}.npy", mode="w+", dtype=dtype,
+                                                shape=(n, seq_len + 1))
+                view = np.lib.stride_tricks.as_strided(flat, shape=(n, seq_len + 1),
+                                                       strides=(seq_len * dtype.itemsize, dtype.itemsize))
+                step = max(1, (1 << 22) // (seq_len + 1))
+                for i in range(0, n, step):
+                    arr[i:i + step] = view[i:i + step]
+                arr.flush()
+                del arr, view, flat
+                counts[split] = n
+                bar.update(n * seq_len)
+            out["per_domain"][name] = {"train_sequences": counts["train"], "heldout_sequences": counts["heldout"],
+                                       "train_target_tokens": counts["train"] * seq_len,
+                                       "heldout_target_tokens": counts["heldout"] * seq_len}
+        bar.close()
+        write_json_atomic(tmp / MANIFEST, out)
+
+    return build_once(final, write_packed, is_built=lambda p: (p / MANIFEST).exists(),
+                      lock=prepared / f".packed-L{seq_len}.lock")

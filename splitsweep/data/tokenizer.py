@@ -3,11 +3,10 @@ mixture, or a tokenizer file given by path. Trained tokenizers are cached by a h
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Iterable
 
-from ..store import FileLock, signature
+from ..store import build_once, signature
 
 EOS = "<|endoftext|>"
 
@@ -53,14 +52,5 @@ def cached_bpe(cache_dir: Path, recipe: dict, sample_texts, vocab_size: int, min
     key = signature({"recipe": recipe, "vocab_size": vocab_size, "min_frequency": min_frequency,
                      "kind": "bytelevel-bpe", "tokenizers": tokenizers.__version__})
     out = Path(cache_dir) / key / "tokenizer.json"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(out.parent / ".lock"):
-        if out.exists():
-            return out
-        tok = train_bpe(sample_texts(), vocab_size, min_frequency)
-        tmp = out.with_name(f".tokenizer.{uuid.uuid4().hex}.tmp")
-        tok.save(str(tmp))
-        os.replace(tmp, out)
-    return out
+    return build_once(out, lambda tmp: train_bpe(sample_texts(), vocab_size, min_frequency).save(str(tmp)),
+                      lock=out.parent / ".lock")
