@@ -228,3 +228,8 @@ def _print_diagnostics(result, auto: bool) -> None:
         if others:
             print(f"warning: not identified by this grid: {'; '.join(others)} (fit.json all_laws.*.diagnostics)",
                   file=sys.stderr)
+
+
+def console_main() -> None:
+    """The `splitsweep-analysis` command."""
+    sys.exit(main())

@@ -410,5 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def console_main() -> None:
+    """The `splitsweep-status` command."""
+    raise SystemExit(main())
+
+
 if __name__ == "__main__":
     sys.exit(main())
