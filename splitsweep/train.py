@@ -268,6 +268,11 @@ class Trainer:
                                 f"checkpoint saved", signum=signum, stop=self.stop)
         return last_step
 
+    def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Next-token logits of an evaluation batch, under the training's precision policy."""
+        with self.layout.autocast(self.env):
+            return self.model(tokens[:, :-1])
+
     @torch.no_grad()
     def evaluate(self, rows: np.ndarray, batch_rows: int = 16) -> tuple[float, int]:
         """Mean next-token cross-entropy (nats) over `rows`, split across ranks; (loss, tokens)."""
@@ -298,8 +303,7 @@ class Trainer:
         n = len(rows)
 
         def row_ce(tokens, weight, index):
-            with self.layout.autocast(self.env):
-                logits = self.model(tokens[:, :-1])
+            logits = self._logits(tokens)
             ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1),
                                  reduction="none").view(tokens.size(0), -1)
             return (torch.zeros(n, dtype=torch.float64, device=ce.device)
@@ -311,8 +315,7 @@ class Trainer:
     def recall(self, rows: np.ndarray, mask: np.ndarray, batch_rows: int = 64) -> float:
         """Share of rows whose masked targets are all the argmax (exact-match greedy recall)."""
         def correct(tokens, weight, row_mask):
-            with self.layout.autocast(self.env):
-                logits = self.model(tokens[:, :-1])
+            logits = self._logits(tokens)
             hit = (logits.argmax(-1) == tokens[:, 1:]) | ~row_mask
             return (hit.all(-1).float() * weight).sum(), weight.sum()
 
@@ -320,8 +323,7 @@ class Trainer:
         return hits / max(count, 1)
 
     def _sum_ce(self, tokens, weight, _mask=None):
-        with self.layout.autocast(self.env):
-            logits = self.model(tokens[:, :-1])
+        logits = self._logits(tokens)
         ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), tokens[:, 1:].reshape(-1),
                              reduction="none").view(tokens.size(0), -1)
         return ((ce.sum(-1) * weight).sum(), (weight * ce.size(1)).sum(), (ce.mean(-1) ** 2 * weight).sum(),
