@@ -29,7 +29,6 @@ class DistEnv:
         if self.distributed:
             dist.barrier()
 
-
     def broadcast(self, obj):
         """Rank 0's value of a picklable object, on every rank (off the hot path: it pickles and syncs)."""
         if not self.distributed:

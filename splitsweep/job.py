@@ -25,7 +25,7 @@ from .distributed import DistEnv, allocated_threads, init_distributed
 from .downstream import DownstreamEval, append_downstream, is_evaluated
 from .logger import RunLogger, check_logger
 from .model import build_model
-from .parallelize import TrainLayout, adamw, parallelize
+from .parallelize import adamw, parallelize
 from .plan import ConfigError, Plan, git_sha, make_plan
 from .records import append_rows, is_recorded, recorded_rows
 from .store import FileLock, LeaseLost, is_debris, write_json_atomic
@@ -38,7 +38,7 @@ PROGRESS = "progress"
 
 def _build(plan: Plan, env: DistEnv):
     model = parallelize(build_model(plan.spec, plan.source.vocab_size, plan.batch.seq_len, plan.seed), env,
-                        TrainLayout.from_config(plan.cfg.train))
+                        plan.layout)
     o = plan.cfg.train.optimizer
     return model, adamw(model, env, plan.schedule.peak_lr, o.betas, o.eps, o.weight_decay)
 
@@ -46,7 +46,7 @@ def _build(plan: Plan, env: DistEnv):
 def _trainer(plan: Plan, env: DistEnv, model, optimizer, stop: StopFlag) -> Trainer:
     t = plan.cfg.train
     return Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, env, float(t.grad_clip), stop,
-                   layout=TrainLayout.from_config(t), sync_every=int(t.get("sync_every_steps", 10)))
+                   layout=plan.layout, sync_every=int(t.get("sync_every_steps", 10)))
 
 
 def _reapply_hparams(plan: Plan, optimizer) -> None:
@@ -373,7 +373,7 @@ class Job:
             return []
         keys = ("sweep", "run_id", "model", "n_params", "n_params_total", "pretrain_tokens", "special_tokens",
                 "expert_domain", "flops", "schedule", "seed", "config_hash", "seed_id", "git_sha")
-        with TrainLayout.from_config(self.cfg.train).autocast(self.env):  # scored as the rows were
+        with self.plan.layout.autocast(self.env):  # scored as the rows were
             return self.downstream.run(model, self.env, {k: rows[0][k] for k in keys})
 
     def _downstream_from_final(self, rows: list[dict]) -> None:
@@ -426,7 +426,7 @@ class Job:
                 "eval_loss_se": loss_se,
                 "recall_accuracy": recall, "flops": 6 * plan.n_params * tokens,
                 "flops_total_params": 6 * plan.n_params_total * tokens, "schedule": plan.schedule.name,
-                "precision": str(self.cfg.train.get("precision", "fp32")),
+                "precision": plan.layout.precision,
                 "seed": plan.seed, "config_hash": plan.config_hash, "seed_id": plan.trajectory_id,
                 "git_sha": git_sha(), "wall_s": round(wall_s, 3), "tokens_trained": self.tokens_trained,
                 "epochs_max": round(plan.epochs_max, 4), "batch_tokens": plan.batch.tokens_per_step,

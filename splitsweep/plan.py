@@ -18,7 +18,7 @@ from . import resolvers  # noqa: F401 (registers ${ss_by_n:...} for the configs 
 from .data import MIXTURE, TokenSource, build_source
 from .errors import ConfigError
 from .model import ModelSpec
-from .parallelize import ACTIVATION_CHECKPOINTING, PRECISIONS
+from .parallelize import ACTIVATION_CHECKPOINTING, PRECISIONS, TrainLayout
 from .schedule import SCHEDULES, Schedule
 from .store import signature
 from .train import BatchSpec
@@ -203,6 +203,11 @@ class Plan:
     def seed_tokens(self) -> int:
         """Tokens of the seed checkpoint the path starts from."""
         return self.seed_steps * self.batch.tokens_per_step
+
+    @property
+    def layout(self) -> TrainLayout:
+        """Precision, compile and activation checkpointing of this job's training (train.*)."""
+        return TrainLayout.from_config(self.cfg.train)
 
     @property
     def n_params(self) -> int:

@@ -231,6 +231,7 @@ class _SeedsFirst(BaseSubmititLauncher):
             print(f"splitsweep: #{p.idx} is still {state.lower()} as job {entry['job_id']} from an earlier "
                   f"launch; waiting for it instead of submitting it again", flush=True)
 
+    # ------------------------------------------------------------------ launch
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
