@@ -21,6 +21,7 @@ from .model import ModelSpec
 from .parallelize import ACTIVATION_CHECKPOINTING, PRECISIONS, TrainLayout
 from .schedule import SCHEDULES, Schedule
 from .store import signature
+from .sweep_identity import pop_added_at_default
 from .train import BatchSpec
 
 # Bump when a change to training semantics makes stored seeds and runs invalid.
@@ -392,14 +393,5 @@ def config_hash(cfg: DictConfig) -> str:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for volatile in ("paths", "logger", "report"):
         resolved.pop(volatile, None)
-    split = resolved.get("split") or {}
-    for key, default in (("accounting", "per_path"), ("n_experts", None), ("tokens_per_param", None),
-                         ("budget_step_multiple", 1)):  # added later: same hash as before
-        if key in split and split[key] == default:
-            split.pop(key)
-    train = resolved.get("train") or {}
-    for key, default in (("eval_scope", "all"), ("precision", "fp32"), ("compile", False),
-                         ("activation_checkpointing", "none"), ("sync_every_steps", 10)):
-        if key in train and train[key] == default:
-            train.pop(key)
+    pop_added_at_default(resolved)  # settings added later, at their default: the hash is as before
     return signature(resolved)

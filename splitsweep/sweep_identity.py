@@ -29,9 +29,30 @@ NOT_DEFINING = ("paths", "logger", "report", "hydra", "eval", "sweep_name", "tra
                 "train.micro_batch", "train.progress_every_s", "train.checkpoint_every_steps",
                 "train.lock_stale_s", "train.handle_signals", "data.progress", "train.compile",
                 "train.activation_checkpointing", "train.sync_every_steps")
-# Defining settings added after sweeps were recorded: at this value a setting is the old behaviour, so it
-# is left out and an existing sweep stays the same experiment.
-ADDED_AT_DEFAULT = {"train.precision": "fp32"}
+# Settings added after sweeps and runs were recorded: at this value a setting is the old behaviour, so it is
+# left out of the sweep's identity and of a job's config hash, and what was recorded stays the same.
+ADDED_AT_DEFAULT = {
+    "split.accounting": "per_path", "split.n_experts": None, "split.tokens_per_param": None,
+    "split.budget_step_multiple": 1, "train.eval_scope": "all", "train.precision": "fp32",
+    "train.compile": False, "train.activation_checkpointing": "none", "train.sync_every_steps": 10,
+}
+
+
+def without_added_at_default(flat: dict) -> dict:
+    """`flat` (dotted keys) without the settings that are at their added-at-default value."""
+    return {k: v for k, v in flat.items() if not (k in ADDED_AT_DEFAULT and v == ADDED_AT_DEFAULT[k])}
+
+
+def pop_added_at_default(resolved: dict) -> dict:
+    """The same on a nested config (in place): the keys at their added-at-default value are removed."""
+    for dotted, default in ADDED_AT_DEFAULT.items():
+        *parents, leaf = dotted.split(".")
+        node = resolved
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
+            node.pop(leaf)
+    return resolved
 
 
 def _flatten(obj, prefix: str = "") -> dict:
@@ -64,8 +85,7 @@ def defining_config(cfg: DictConfig, axes: Iterable[str] = ()) -> dict:
     for k, v in _flatten(raw).items():
         if isinstance(v, str) and "${" in v and _mentions(v, axes):
             flat[k] = v
-    return {k: v for k, v in flat.items()
-            if not _under(k, NOT_DEFINING) and not (k in ADDED_AT_DEFAULT and v == ADDED_AT_DEFAULT[k])}
+    return without_added_at_default({k: v for k, v in flat.items() if not _under(k, NOT_DEFINING)})
 
 
 def _key(override: str) -> str:
@@ -92,7 +112,7 @@ def check_sweep(sweep_dir: str | Path, sweep_name: str, cfg: DictConfig, axes: I
         mine = defining_config(cfg, axes)
         if recorded is not None:
             allowed = axes | set(POINT_AXES)
-            theirs = recorded["config"]
+            theirs = without_added_at_default(recorded["config"])
             differ = sorted(k for k in set(theirs) | set(mine)
                             if (not _under(k, allowed) or k in DEFINING_SPLIT)
                             and theirs.get(k, "<unset>") != mine.get(k, "<unset>"))

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from omegaconf import OmegaConf
+
+from splitsweep.errors import ConfigError
+from splitsweep.plan import config_hash
 from splitsweep.records import read_rows
-from splitsweep.sweep_identity import launch_axes
+from splitsweep.sweep_identity import check_sweep, defining_config, launch_axes
 from tests.helpers import TINY, TOKENS_PER_STEP, run_cli
 
 T = TOKENS_PER_STEP
@@ -55,3 +60,21 @@ def test_a_setting_varied_as_a_grid_is_an_axis_of_the_sweep(tmp_path):
     assert "train.lr" in json.loads((tmp_path / "sweeps" / "test" / "sweep.json").read_text())["axes"]
     run_cli(tmp_path, *TINY, *point, "train.lr=0.003")
     assert len({r["run_id"] for r in read_rows(tmp_path / "sweeps" / "test")}) == 3
+
+
+def test_a_setting_added_at_its_default_leaves_a_recorded_experiment_the_same(tmp_path):
+    # sweep.json recorded before a setting existed lacks it; recorded after, it holds the default. Both are the
+    # experiment a launch at the default is; a launch at another value is another experiment.
+    cfg = OmegaConf.create({"seed": 0, "train": {"lr": 0.01, "precision": "fp32", "eval_scope": "all"},
+                            "split": {"accounting": "per_path", "pretrain_fraction": 0.5}})
+    assert "train.precision" not in defining_config(cfg) and "train.lr" in defining_config(cfg)
+    older = {"seed": 0, "train.lr": 0.01, "train.eval_scope": "all"}  # recorded with one added key, not the other
+    for recorded in (older, {k: v for k, v in older.items() if k != "train.eval_scope"}):
+        (tmp_path / "sweep.json").write_text(json.dumps({"sweep_name": "s", "axes": [], "config": recorded}))
+        check_sweep(tmp_path, "s", cfg)
+    bf16 = OmegaConf.merge(cfg, {"train": {"precision": "bf16"}})
+    with pytest.raises(ConfigError, match="train.precision"):
+        check_sweep(tmp_path, "s", bf16)
+    # the job's config hash drops the same settings at the same values
+    bare = OmegaConf.create({"seed": 0, "train": {"lr": 0.01}, "split": {"pretrain_fraction": 0.5}})
+    assert config_hash(cfg) == config_hash(bare) != config_hash(bf16)
