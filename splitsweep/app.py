@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .plan import ConfigError, check_config
+from .errors import ConfigError
 from .store import signature
 from .sweep_identity import check_sweep
 
@@ -31,7 +31,8 @@ def _full_error() -> bool:
 
 
 def task(cfg: DictConfig):
-    from .job import run_job
+    from .job import run_job  # torch and torchtitan: imported by a job, not by --help
+    from .plan import check_config
     from .train import Preempted, TrainingDiverged
 
     try:

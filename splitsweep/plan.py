@@ -158,9 +158,23 @@ def _check_data(d) -> None:
         check_integer("data.heldout_tokens", d.heldout_tokens, 1)
 
 
+TOP_LEVEL = ("model", "data", "train", "split", "logger", "eval", "sweep_name", "seed", "paths", "report", "hydra")
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    """A key the config does not have (`+conf/model=...`, `+modle=...`) would be carried along and ignored."""
+    for key in cfg.keys():
+        if key not in TOP_LEVEL:
+            near = difflib.get_close_matches(str(key).split("/")[-1], TOP_LEVEL, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}; the config's keys are {', '.join(TOP_LEVEL)}, "
+                              "and its groups are chosen as group=option (model=llama_27k)")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Every plain value the job relies on, against its valid range, before any data is read or prepared:
     a ConfigError naming the key, the bad value and the valid range (and the nearest valid value)."""
+    check_top_level(cfg)
     check_sweep_name(cfg.get("sweep_name"))
     check_integer("seed", cfg.get("seed"), 0)
     _check_train(cfg.train)
