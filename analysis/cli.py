@@ -150,8 +150,10 @@ def _run(args) -> int:
         print(path)
         if args.wandb:
             from .wandb_log import log_report
+            sweep_dir = Path(args.results) if Path(args.results).is_dir() else None  # beside the sweep's runs
             logged = log_report(args.out, load_results(args.results), project=args.wandb_project,
-                                entity=args.wandb_entity, group=args.wandb_group, mode=args.wandb_mode)
+                                entity=args.wandb_entity, group=args.wandb_group, mode=args.wandb_mode,
+                                wandb_dir=sweep_dir)
             print(f"W&B analysis run {logged['run_id']} ({args.wandb_mode}) in {logged['dir']}")
         return 0
 

@@ -9,6 +9,7 @@ A run logs, in its summary or config, the columns of splitsweep/records.py. Two 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 
@@ -45,16 +46,14 @@ def collect_wandb(path: str, group: str | None = None, api=None) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def collect_wandb_offline(directory) -> pd.DataFrame:
-    """Rows from offline W&B runs under `directory` (e.g. a sweep's wandb/ folder).
+def _offline_runs(directory) -> list:
+    """Every offline W&B run under `directory`: (its directory, its records as wandb's own reader gives them).
 
-    wandb has no Python reader for `.wandb` files; its own CLI `wandb leet inspect --json RUN_DIR` dumps
-    the records as JSON lines. A run's summary is the merge of its summary updates, in order.
-    """
+    wandb has no Python reader for `.wandb` files; its own CLI `wandb leet inspect --json RUN_DIR` dumps the
+    records as JSON lines."""
     import json
     import shutil
     import subprocess
-    from pathlib import Path
 
     files = sorted(Path(directory).rglob("run-*.wandb"))
     if not files:
@@ -62,25 +61,62 @@ def collect_wandb_offline(directory) -> pd.DataFrame:
     exe = shutil.which("wandb")
     if exe is None:
         raise AnalysisError("the `wandb` command is not on PATH (pip install wandb)")
-    rows = []
+    runs = []
     for f in files:
         proc = subprocess.run([exe, "leet", "inspect", "--json", str(f.parent)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise AnalysisError(f"wandb leet inspect failed on {f.parent}: {proc.stderr.strip()[-500:]}")
-        summary, config = {}, {}
+        records = []
         for line in proc.stdout.splitlines():
             try:
-                record = json.loads(line)
+                records.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-            if record.get("type") == "summary":
-                summary.update(record["summary"].get("update", {}))
-            elif record.get("type") == "run":
-                config.update(record["run"].get("config", {}).get("update", {}))
-        rows += rows_of_run(_Run(summary, config, f.stem.removeprefix("run-")))
+        runs.append((f.parent, records))
+    return runs
+
+
+def _summary_and_config(records: list) -> tuple[dict, dict]:
+    """A run's summary is the merge of its summary updates, in order; its config likewise."""
+    summary, config = {}, {}
+    for record in records:
+        if record.get("type") == "summary":
+            summary.update(record["summary"].get("update", {}))
+        elif record.get("type") == "run":
+            config.update(record["run"].get("config", {}).get("update", {}))
+    return summary, config
+
+
+def _run_id(records: list, run_dir: Path) -> str:
+    return next((r["run"]["run_id"] for r in records if r.get("type") == "run" and "run_id" in r["run"]),
+                run_dir.name)
+
+
+def collect_wandb_offline(directory) -> pd.DataFrame:
+    """Rows from offline W&B runs under `directory` (e.g. a sweep's wandb/ folder)."""
+    rows = []
+    for run_dir, records in _offline_runs(directory):
+        summary, config = _summary_and_config(records)
+        rows += rows_of_run(_Run(summary, config, _run_id(records, run_dir)))
     if not rows:
         raise AnalysisError(f"no result rows in the offline W&B runs under {directory}")
     return pd.DataFrame(rows)
+
+
+def offline_history(directory) -> dict:
+    """{run id: {"base_id", "steps"}} of the offline runs under `directory`, as a sync would upload them: the
+    steps of every history record, in the order written. `base_id` names the trajectory or the expert a run
+    logs for (splitsweep/logger.py: one W&B run per process, `<base_id>-<attempt>`)."""
+    out = {}
+    for run_dir, records in _offline_runs(directory):
+        summary, config = _summary_and_config(records)
+        run_id = _run_id(records, run_dir)
+        base = config.get("wandb_base_id", {})
+        base = base.get("value") if isinstance(base, dict) else base
+        steps = [int(r["history"]["step"]["num"]) for r in records if r.get("type") == "history"]
+        entry = out.setdefault(run_id, {"base_id": base or run_id, "steps": []})
+        entry["steps"] += steps
+    return out
 
 
 class _Run:

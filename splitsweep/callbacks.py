@@ -15,6 +15,10 @@ class SweepReport(Callback):
         results = sweep_dir / RESULTS_FILE
         rows = read_rows(results)
         print(f"\nsplitsweep: {len(rows)} result rows in {results}", flush=True)
+        offline = sorted((sweep_dir / "wandb").glob("offline-run-*"))
+        if offline:  # one W&B run per training process (splitsweep/logger.py): a plain sync keeps every step
+            print(f"splitsweep: {len(offline)} offline W&B runs; upload them with: "
+                  f"wandb sync {sweep_dir / 'wandb'}/offline-run-*", flush=True)
         if not config.report.enabled or not rows:
             return
         try:

@@ -27,7 +27,7 @@ from .logger import RunLogger, check_logger
 from .model import build_model
 from .parallelize import adamw, parallelize
 from .plan import ConfigError, Plan, git_sha, make_plan
-from .records import append_rows, is_recorded, recorded_rows
+from .records import ResultRow, append_rows, is_recorded, recorded_rows
 from .store import FileLock, LeaseLost, is_debris, write_json_atomic
 from .train import Path as ExpertPath
 from .train import Preempted, StopFlag, Trainer, TrainingDiverged, check_world
@@ -196,7 +196,7 @@ class Job:
         path = ExpertPath(plan.seed_steps, 0, MIXTURE)
         trainer = _trainer(plan, env, model, optimizer, self.stop)
         logger = self._logger(f"seed-{plan.trajectory_id}", f"seed {plan.spec.name}", "seed",
-                              {"trajectory_id": plan.trajectory_id})
+                              {"trajectory_id": plan.trajectory_id}, ledger_dir=self.trajectory_dir)
         started = time.time()
 
         check = lease.check if lease is not None else None
@@ -224,13 +224,14 @@ class Job:
                                     "wall_s": round(time.time() - started, 3)}) + "\n")
 
     # ---------------------------------------------------------------- expert
-    def _logger(self, run_id: str, name: str, job_type: str, extra: dict) -> RunLogger:
+    def _logger(self, run_id: str, name: str, job_type: str, extra: dict, ledger_dir: Path) -> RunLogger:
         plan = self.plan
         config = OmegaConf.to_container(self.cfg, resolve=True)
         config.update(extra, n_params=plan.n_params, pretrain_tokens=plan.pretrain_tokens,
                       special_tokens=plan.special_tokens, expert_domain=plan.expert_domain)
         return RunLogger(self.cfg.logger, self.sweep_dir, run_id, name, str(self.cfg.sweep_name), job_type,
-                         config, tags=[job_type, plan.spec.name, plan.schedule.name], active=self.env.is_main)
+                         config, tags=[job_type, plan.spec.name, plan.schedule.name], active=self.env.is_main,
+                         ledger_dir=ledger_dir)
 
     def _check_run_dir(self) -> None:
         identity = self.run_dir / "run.json"
@@ -321,7 +322,8 @@ class Job:
         step = self._resume(model, optimizer, seed)
         check = lease.check if lease is not None else None
         trainer = _trainer(plan, env, model, optimizer, self.stop)
-        logger = self._logger(f"expert-{plan.run_id}", label, "expert", {"run_id": plan.run_id})
+        logger = self._logger(f"expert-{plan.run_id}", label, "expert", {"run_id": plan.run_id},
+                              ledger_dir=self.run_dir)
         try:
             if step < total:
                 path = ExpertPath(plan.seed_steps, plan.expert_steps, plan.expert_domain, plan.seed_offsets)
@@ -417,22 +419,20 @@ class Job:
             if domain != MIXTURE and hasattr(source, "recall_items"):
                 facts, mask = source.recall_items(source.domain_index(domain))
                 recall = trainer.recall(facts, mask, batch_rows=max(batch_rows, 64))
-            rows.append({
-                "sweep": str(self.cfg.sweep_name), "run_id": plan.run_id, "model": plan.spec.name,
-                "n_params": plan.n_params, "n_params_total": plan.n_params_total,
-                "pretrain_tokens": plan.pretrain_tokens, "special_tokens": plan.special_tokens,
-                "expert_domain": plan.expert_domain, "eval_domain": domain,
-                "mixture_weight": plan.mixture_weight(domain), "eval_loss": loss, "eval_tokens": n_tokens,
-                "eval_loss_se": loss_se,
-                "recall_accuracy": recall, "flops": 6 * plan.n_params * tokens,
-                "flops_total_params": 6 * plan.n_params_total * tokens, "schedule": plan.schedule.name,
-                "precision": plan.layout.precision,
-                "seed": plan.seed, "config_hash": plan.config_hash, "seed_id": plan.trajectory_id,
-                "git_sha": git_sha(), "wall_s": round(wall_s, 3), "tokens_trained": self.tokens_trained,
-                "epochs_max": round(plan.epochs_max, 4), "batch_tokens": plan.batch.tokens_per_step,
-                "accounting": plan.accounting, "budget_tokens": plan.budget_tokens, "n_experts": plan.n_experts,
-                "cooldown_tokens": plan.cooldown_steps * plan.batch.tokens_per_step, "status": "ok",
-            })
+            rows.append(ResultRow(
+                sweep=str(self.cfg.sweep_name), run_id=plan.run_id, model=plan.spec.name,
+                n_params=plan.n_params, n_params_total=plan.n_params_total,
+                pretrain_tokens=plan.pretrain_tokens, special_tokens=plan.special_tokens,
+                expert_domain=plan.expert_domain, eval_domain=domain, mixture_weight=plan.mixture_weight(domain),
+                eval_loss=loss, eval_tokens=n_tokens, eval_loss_se=loss_se, recall_accuracy=recall,
+                flops=6 * plan.n_params * tokens, flops_total_params=6 * plan.n_params_total * tokens,
+                schedule=plan.schedule.name, precision=plan.layout.precision, seed=plan.seed,
+                config_hash=plan.config_hash, seed_id=plan.trajectory_id, git_sha=git_sha(),
+                wall_s=round(wall_s, 3), tokens_trained=self.tokens_trained, epochs_max=round(plan.epochs_max, 4),
+                batch_tokens=plan.batch.tokens_per_step, accounting=plan.accounting,
+                budget_tokens=plan.budget_tokens, n_experts=plan.n_experts,
+                cooldown_tokens=plan.cooldown_steps * plan.batch.tokens_per_step,
+            ).as_dict())
         for r in rows:
             if not math.isfinite(r["eval_loss"]):
                 raise TrainingDiverged(f"eval loss on {r['eval_domain']} is {r['eval_loss']}")

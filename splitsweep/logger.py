@@ -1,9 +1,20 @@
-"""W&B logging through the real wandb library: offline by default, one W&B run per seed trajectory
-and per expert, with deterministic ids so that a re-run or a requeued job resumes its W&B run."""
+"""W&B logging through the real wandb library, offline by default.
+
+Every process that trains a seed trajectory or an expert (a first run, a seed extension, a resumed expert)
+logs to its own W&B run, `<seed-trajectory | expert-run_id>-<attempt>`, in the sweep's W&B directory:
+`wandb sync` of offline directories that share one id replaces a run's history instead of appending to it.
+A ledger beside the trajectory's or the run's state (`wandb_runs.json`) lists the attempts and the last step
+each logged; an attempt logs only the steps after it (a resumed run repeats the steps since its checkpoint), so
+the runs of one trajectory or one expert together hold every logged step once. A process killed with SIGKILL
+may leave the ledger one logged step behind its W&B file (the ledger is written after each log call).
+"""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+from .store import write_json_atomic
 
 MODES = ("offline", "online", "disabled")
 
@@ -58,14 +69,28 @@ def check_logger(logger_cfg, timeout_s: float = 5.0) -> None:
             from None
 
 
+LEDGER = "wandb_runs.json"
+
+
 class RunLogger:
     def __init__(self, logger_cfg, wandb_dir: Path, run_id: str, name: str, group: str, job_type: str,
-                 config: dict, tags: list[str], active: bool = True):
-        self.run = None
+                 config: dict, tags: list[str], active: bool = True, ledger_dir: Path | None = None):
+        self.run, self.logged_through, self._ledger, self._attempts, self._base = None, 0, None, [], run_id
         mode = resolve_mode(str(logger_cfg.mode))
         if not active or mode == "disabled":
             return
         import wandb
+
+        base = run_id
+        if ledger_dir is not None:
+            self._ledger = Path(ledger_dir) / LEDGER
+            self._attempts = json.loads(self._ledger.read_text())["attempts"] if self._ledger.exists() else []
+            self.logged_through = max((a["last_step"] for a in self._attempts), default=0)
+            run_id = f"{base}-{len(self._attempts)}"
+            self._attempts.append({"id": run_id, "first_step": None, "last_step": self.logged_through})
+            write_json_atomic(self._ledger, {"base_id": base, "attempts": self._attempts})
+            name = f"{name} #{len(self._attempts) - 1}"
+        config = {**config, "wandb_base_id": base}
 
         wandb_dir = Path(wandb_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
@@ -81,8 +106,16 @@ class RunLogger:
         )
 
     def log(self, step: int, metrics: dict) -> None:
-        if self.run is not None:
-            self.run.log(metrics, step=step)
+        if self.run is None or step <= self.logged_through:
+            return  # an earlier attempt logged this step (this one resumed from a checkpoint before it)
+        self.run.log(metrics, step=step)
+        self.logged_through = step
+        if self._ledger is not None:
+            current = self._attempts[-1]
+            current["last_step"] = step
+            if current["first_step"] is None:
+                current["first_step"] = step
+            write_json_atomic(self._ledger, {"base_id": self._base, "attempts": self._attempts}, durable=False)
 
     def summary(self, values: dict) -> None:
         if self.run is not None:

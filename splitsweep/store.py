@@ -18,14 +18,17 @@ def signature(payload: dict, length: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
+def write_json_atomic(path: str | os.PathLike, obj, durable: bool = True) -> None:
+    """Readers see the old file or the new one, never a part. durable=False skips the fsync (a file rewritten
+    often, whose loss in a machine crash costs little)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

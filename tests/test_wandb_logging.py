@@ -119,3 +119,66 @@ def test_report_is_logged_to_wandb_as_an_analysis_run(tmp_path):
     assert any(k.startswith("records.") for k in summary)  # the records table
     assert any(k.startswith("split.") for k in summary)    # the split table
     assert sum(r["type"] == "artifact" for r in records) >= 3  # two tables and the HTML report
+
+    # from a sweep directory, the analysis run goes beside the sweep's own W&B runs
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "results.jsonl").write_text(results.read_text())
+    proc = subprocess.run([sys.executable, "-m", "analysis", "report", str(sweep), "--out", str(tmp_path / "r2"),
+                           "--n-bootstrap", "5", "--quiet", "--wandb"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((sweep / "wandb").rglob("run-analysis-*.wandb"))) == 1
+    assert not list((tmp_path / "r2").rglob("run-analysis-*.wandb"))
+
+
+def test_the_runs_of_a_trajectory_and_of_a_preempted_expert_hold_every_logged_step_once(tmp_path):
+    """Read as a sync would (wandb's own reader): a seed extended by a second job and an expert stopped by
+    SIGTERM and resumed are several processes, each its own W&B run; together they hold every step once."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from analysis.wandb_io import offline_history
+    from tests.helpers import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SPLITSWEEP_OUTPUT": str(tmp_path), "WANDB_MODE": "offline",
+           "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+           "OMP_NUM_THREADS": "1"}
+    common = [*TINY, "logger.mode=offline", "train.sync_every_steps=1", "split.expert_domain=d0"]
+    long_expert = [*common, f"split.pretrain_tokens={2 * T}", f"split.special_tokens={1200 * T}"]
+    log = tmp_path / "first.log"
+    first = subprocess.Popen([sys.executable, "-m", "splitsweep", *long_expert], cwd=REPO, env=env,
+                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    runs = tmp_path / "sweeps" / "test" / "runs"
+    deadline = time.monotonic() + 300
+    while not list(runs.glob("*/progress")) and time.monotonic() < deadline:  # the expert has a checkpoint
+        assert first.poll() is None, log.read_text()
+        time.sleep(0.02)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=300) != 0, log.read_text()  # preempted: checkpointed and stopped
+    run_cli(tmp_path, *long_expert, env=env)  # resumed from its checkpoint, finished
+    run_cli(tmp_path, *common, f"split.pretrain_tokens={4 * T}", f"split.special_tokens={2 * T}", env=env)
+
+    history = offline_history(tmp_path / "sweeps" / "test" / "wandb")
+    by_base = {}
+    for run_id, entry in history.items():
+        assert run_id.startswith(entry["base_id"] + "-"), run_id  # one W&B run per process
+        by_base.setdefault(entry["base_id"], []).append(entry["steps"])
+    assert len(history) == len({run_id for run_id in history})  # no id shared by two offline directories
+    seeds = [b for b in by_base if b.startswith("seed-")]
+    experts = {b: by_base[b] for b in by_base if b.startswith("expert-")}
+    assert len(seeds) == 1 and len(by_base[seeds[0]]) == 2  # the trajectory: trained to 2 steps, extended to 4
+    seed_steps = sorted(s for steps in by_base[seeds[0]] for s in steps)
+    assert seed_steps == [1, 2, 3, 4]
+    ledgers = {json.loads(p.read_text())["base_id"]: json.loads(p.read_text())
+               for p in runs.glob("*/wandb_runs.json")}
+    preempted = [b for b, ledger in ledgers.items() if len(ledger["attempts"]) == 2]
+    assert len(experts) == 2 and len(preempted) == 1, ledgers  # the long expert ran twice
+    for base, parts in experts.items():
+        steps = sorted(s for part in parts for s in part)
+        assert len(steps) == len(set(steps)), f"{base}: a step logged twice"
+        first_step, last_step = (3, 1202) if base in preempted else (5, 6)
+        assert steps == list(range(first_step, last_step + 1)), (base, steps[:5], steps[-5:])
+    assert all(len(part) > 0 for part in experts[preempted[0]])  # both processes logged steps
