@@ -2,12 +2,14 @@
 the local text corpus (splitsweep/data/local_corpus.py) up to a size.
 
   python benchmarks/bench_prepare.py --sizes 10,100 --out /tmp/bench_prepare
+  python benchmarks/bench_prepare.py --sizes 30 --num-proc 1,2 --modes prepare   # data.num_proc side by side
 
 Each measurement runs in its own process, so its peak RSS (ru_maxrss) is its own:
   encode   json.loads of every line + `Tokenizer.encode_batch_fast` in batches of 1000 documents
            (the floor: tokenization alone, nothing written)
   prepare  `data=hf` preparation through `datasets.load_dataset` (Arrow conversion included), domain
-           labels, tokenization, held-out split by document, flat shards, then packing at seq_len 256
+           labels, tokenization (by data.num_proc processes), held-out split by document, flat shards, then
+           packing at seq_len 256
 Both use the same tokenizer file (a byte-level BPE trained once, not timed).
 """
 from __future__ import annotations
@@ -73,7 +75,7 @@ def run_encode(corpus: Path, tokenizer: Path) -> dict:
     return {"seconds": time.perf_counter() - t0, "tokens": n_tokens}
 
 
-def run_prepare(corpus: Path, tokenizer: Path, store: Path) -> dict:
+def run_prepare(corpus: Path, tokenizer: Path, store: Path, num_proc: int = 1) -> dict:
     from omegaconf import OmegaConf
 
     from splitsweep.data.prepare import pack, prepare
@@ -83,7 +85,7 @@ def run_prepare(corpus: Path, tokenizer: Path, store: Path) -> dict:
         "streaming": False, "text_field": "text", "domain_field": "meta.source", "domains": None,
         "tokenizer": {"path": str(tokenizer), "vocab_size": None}, "heldout_tokens": 65536,
         "data_seed": 0, "batch_documents": 1000, "progress": False, "cache_dir": str(store),
-        "clustering": {}})
+        "clustering": {}, "num_proc": num_proc})
     t0 = time.perf_counter()
     prepared = prepare(cfg)
     t1 = time.perf_counter()
@@ -95,12 +97,14 @@ def run_prepare(corpus: Path, tokenizer: Path, store: Path) -> dict:
 
 
 def child(mode: str, corpus: Path, tokenizer: Path, store: Path) -> None:
+    num_proc = int(mode.split(":")[1]) if ":" in mode else 1
+    mode = mode.split(":")[0]
     if mode == "prepare":
         import splitsweep.data.prepare  # noqa: F401  (imports torch through splitsweep.plan)
     else:
         import tokenizers  # noqa: F401
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = run_encode(corpus, tokenizer) if mode == "encode" else run_prepare(corpus, tokenizer, store)
+    out = run_encode(corpus, tokenizer) if mode == "encode" else run_prepare(corpus, tokenizer, store, num_proc)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["import_rss_mb"] = base_rss
     print(json.dumps(out))
@@ -120,6 +124,9 @@ def main():
     p.add_argument("--sizes", default="10,100", help="corpus sizes in MB of text")
     p.add_argument("--out", default="/tmp/bench_prepare")
     p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--num-proc", default="1", help="data.num_proc values of the prepare mode, e.g. 1,2")
+    p.add_argument("--modes", default="encode,prepare")
+    p.add_argument("--reps", type=int, default=1, help="repetitions, in alternating order")
     p.add_argument("--child", nargs=4, metavar=("MODE", "CORPUS", "TOKENIZER", "STORE"))
     a = p.parse_args()
     if a.child:
@@ -138,11 +145,14 @@ def main():
     for mb in [float(s) for s in a.sizes.split(",")]:
         corpus = make_corpus(out, mb)
         nbytes = text_bytes(corpus)
-        for mode in ("encode", "prepare"):
-            r = measure(mode, corpus, tok_path, out / "store")
-            r.update(mode=mode, mb=nbytes / 1e6, mb_per_s=nbytes / 1e6 / r["seconds"])
-            rows.append(r)
-            print(json.dumps(r), flush=True)
+        modes = [m if m == "encode" else f"prepare:{n}" for m in a.modes.split(",")
+                 for n in (a.num_proc.split(",") if m == "prepare" else [1])]
+        for rep in range(a.reps):
+            for mode in (modes if rep % 2 == 0 else modes[::-1]):  # adjacent runs see about the same load
+                r = measure(mode, corpus, tok_path, out / "store")
+                r.update(mode=mode.replace(":", " num_proc="), mb=nbytes / 1e6, mb_per_s=nbytes / 1e6 / r["seconds"])
+                rows.append(r)
+                print(json.dumps(r), flush=True)
     print("\n| corpus MB | mode | seconds | MB/s | tokens | peak RSS MB | RSS after imports MB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -27,7 +27,7 @@ DEFINING_SPLIT = ("split.accounting", "split.n_experts")
 # Settings that do not change what a grid point measures.
 NOT_DEFINING = ("paths", "logger", "report", "hydra", "eval", "sweep_name", "train.threads", "train.device",
                 "train.micro_batch", "train.progress_every_s", "train.checkpoint_every_steps",
-                "train.lock_stale_s", "train.handle_signals", "data.progress", "train.compile",
+                "train.lock_stale_s", "train.handle_signals", "data.progress", "data.num_proc", "train.compile",
                 "train.activation_checkpointing", "train.sync_every_steps")
 # Settings added after sweeps and runs were recorded: at this value a setting is the old behaviour, so it is
 # left out of the sweep's identity and of a job's config hash, and what was recorded stays the same.
@@ -35,6 +35,7 @@ ADDED_AT_DEFAULT = {
     "split.accounting": "per_path", "split.n_experts": None, "split.tokens_per_param": None,
     "split.budget_step_multiple": 1, "train.eval_scope": "all", "train.precision": "fp32",
     "train.compile": False, "train.activation_checkpointing": "none", "train.sync_every_steps": 10,
+    "data.num_proc": 1,
 }
 
 

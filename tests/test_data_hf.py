@@ -276,3 +276,19 @@ def test_given_weights_reuse_the_shards(shared, corpus, monkeypatch):
     assert given.source.weights == [0.25, 0.25, 0.5]
     assert given.source.mixture.counts.tolist() == [60, 60, 120]
     assert given.trajectory_id != plan.trajectory_id  # the mixture is part of the seed's identity
+
+
+def test_tokenizing_with_two_processes_writes_the_same_bytes(tmp_path, corpus, shared):
+    """data.num_proc=2 (spawned workers, batches written in the order read): shards, packed arrays and manifest
+    byte for byte those of one process, and the same trajectory."""
+    root, plan = shared
+    cfg = labelled(tmp_path, corpus, "data.num_proc=2", "data.batch_documents=7")
+    two = make_plan(cfg)
+    one_dir = root / "store" / "data" / plan.source.manifest["key"]
+    two_dir = tmp_path / "store" / "data" / two.source.manifest["key"]
+    assert one_dir.name == two_dir.name and two.trajectory_id == plan.trajectory_id  # num_proc is not identity
+    files = sorted(p.relative_to(one_dir) for p in one_dir.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two_dir) for p in two_dir.rglob("*") if p.is_file())
+    assert any(f.suffix == ".bin" for f in files) and any(f.suffix == ".npy" for f in files)
+    for f in files:
+        assert (one_dir / f).read_bytes() == (two_dir / f).read_bytes(), f

@@ -269,20 +269,15 @@ def _build(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, out: Path, ke
     n_docs = 0
     seen: set = set()
     bar = _progress(cfg, desc="tokenizing", unit="doc")
-    for texts, labels, empty in kept_documents(cfg, labeler, int(cfg.get("batch_documents", 1000)), seen):
+    batches = kept_documents(cfg, labeler, int(cfg.get("batch_documents", 1000)), seen)
+    num_proc = int(cfg.get("num_proc") or 1)
+    for (texts, labels, empty), encoded in encoded_in_order(batches, tok_path, dtype, eos, num_proc):
         for lab, n in empty.items():
             _raw_entry(raw, lab, out)["empty_documents"] += n
-        if not texts:
-            continue
-        encoded = tok.encode_batch_fast(texts) if hasattr(tok, "encode_batch_fast") else tok.encode_batch(texts)
-        for text, lab, enc in zip(texts, labels, encoded):
+        for lab, (n_bytes, arr) in zip(labels, encoded):
             entry = _raw_entry(raw, lab, out)
-            ids = enc.ids
-            entry["lengths"].append(len(ids) + 1)
-            entry["bytes"] += len(text.encode("utf-8", errors="replace"))
-            arr = np.empty(len(ids) + 1, dtype=dtype)
-            arr[:-1] = ids
-            arr[-1] = eos
+            entry["lengths"].append(len(arr))
+            entry["bytes"] += n_bytes
             entry["chunks"].append(arr)
             entry["pending"] += len(arr)
             if entry["pending"] > 1 << 20:
@@ -357,6 +352,48 @@ def _build(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, out: Path, ke
         if name not in domains and os.path.exists(e["path"]):
             os.unlink(e["path"])
     write_json_atomic(out / MANIFEST, manifest)
+
+
+_WORKER_TOKENIZER = {}
+
+
+def _encode(texts: list, tok_path: str, dtype: str, eos: int) -> list:
+    """(UTF-8 bytes, token ids + EOS) of every text: the same function in this process and in a worker."""
+    tok = _WORKER_TOKENIZER.get(tok_path)
+    if tok is None:
+        tok = _WORKER_TOKENIZER[tok_path] = load_tokenizer(Path(tok_path))
+    encoded = tok.encode_batch_fast(texts) if hasattr(tok, "encode_batch_fast") else tok.encode_batch(texts)
+    out = []
+    for text, enc in zip(texts, encoded):
+        arr = np.empty(len(enc.ids) + 1, dtype=dtype)
+        arr[:-1] = enc.ids
+        arr[-1] = eos
+        out.append((len(text.encode("utf-8", errors="replace")), arr))
+    return out
+
+
+def encoded_in_order(batches, tok_path: Path, dtype, eos: int, num_proc: int = 1):
+    """(batch, its encoded documents) in the order read. With num_proc > 1 the batches are tokenized by that
+    many worker processes, at most 2 x num_proc batches ahead of the writer (memory stays bounded for any
+    corpus); the writer takes them in order, so the shards are byte for byte those of one process."""
+    args = (str(tok_path), np.dtype(dtype).name, int(eos))
+    if num_proc <= 1:
+        for batch in batches:
+            yield batch, (_encode(batch[0], *args) if batch[0] else [])
+        return
+    import collections
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(num_proc) as pool:
+        window: collections.deque = collections.deque()
+        for batch in batches:
+            window.append((batch, pool.apply_async(_encode, (batch[0], *args)) if batch[0] else None))
+            if len(window) >= 2 * num_proc:
+                done, pending = window.popleft()
+                yield done, (pending.get() if pending is not None else [])
+        while window:
+            done, pending = window.popleft()
+            yield done, (pending.get() if pending is not None else [])
 
 
 def _raw_entry(raw: dict, lab: str, out: Path) -> dict:
