@@ -42,6 +42,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from .launch_plan import launch_plan
+
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = "launches.jsonl"
 POLL_S = 1.0
@@ -266,60 +268,46 @@ class _SeedsFirst(BaseSubmititLauncher):
         return self._returns(sweep_dir, points)
 
     def _submit(self, executor, todo: list[Point], state: dict, submitted: list):
-        """Seed jobs, then the experts (with dependencies on SLURM; after the seeds locally)."""
-        # Seeds: per trajectory, the distinct D still missing, shortest first (a longer one extends it).
-        chains: dict[str, dict[int, list[str]]] = {}
-        for p in todo:
-            if not p.seed_ready:
-                chains.setdefault(p.trajectory_id, {}).setdefault(p.seed_tokens, p.overrides)
+        """Carry out the launch plan (launch_plan.py): seed jobs first, then the experts."""
+        slurm = self._EXECUTOR == "slurm"
+        by_idx = {p.idx: p for p in todo}
+        jobs: dict[str, Any] = {}  # submission key -> submitit job
         seed_jobs: dict[tuple[str, int], Any] = {}
         seed_records = []
-        for trajectory, by_tokens in chains.items():
-            tokens = sorted(by_tokens)
-            if self._EXECUTOR == "slurm":
-                previous: list[str] = []
-                for d in tokens:
-                    self._depend(executor, previous, f"seed-{trajectory[:8]}-D{d}")
-                    job = executor.submit(SeedTask(self, [by_tokens[d]], state))
-                    submitted.append(job)
-                    seed_jobs[(trajectory, d)] = job
-                    previous = [job.job_id]
-                    seed_records.append({"trajectory_id": trajectory, "tokens": d, "job_id": job.job_id,
-                                         **_log_paths(job)})
-            else:
-                self._depend(executor, [], f"seed-{trajectory[:8]}")
-                job = executor.submit(SeedTask(self, [by_tokens[d] for d in tokens], state))
+        for sub in launch_plan(todo, chained=slurm, expert_name=str(self.params.get("name") or "splitsweep")):
+            after = [jobs[k] for k in sub.after]
+            if sub.kind == "seed":
+                self._depend(executor, [j.job_id for j in after] if slurm else [], sub.name)
+                job = jobs[sub.key] = executor.submit(SeedTask(self, [by_idx[i].overrides for i in sub.points], state))
                 submitted.append(job)
-                for d in tokens:
-                    seed_jobs[(trajectory, d)] = job
-                seed_records.append({"trajectory_id": trajectory, "tokens": tokens, "job_id": job.job_id,
+                for d in sub.tokens:
+                    seed_jobs[(sub.trajectory_id, d)] = job
+                seed_records.append({"trajectory_id": sub.trajectory_id,
+                                     "tokens": sub.tokens[0] if slurm else list(sub.tokens), "job_id": job.job_id,
                                      **_log_paths(job)})
-            print(f"splitsweep: seed {trajectory} D={', '.join(f'{d:,}' for d in tokens)} submitted first "
-                  f"(job {', '.join(sorted({seed_jobs[(trajectory, d)].job_id for d in tokens}))})", flush=True)
-        for p in todo:
-            p.seed_job = seed_jobs.get((p.trajectory_id, p.seed_tokens))
-        if self._EXECUTOR == "local" and seed_jobs:
-            self._wait(list({id(j): j for j in seed_jobs.values()}.values()))
-            for p in todo:
-                if p.seed_job is not None and not self._succeeded(p.seed_job):
-                    p.failure = self._failure_text(p.seed_job, f"seed job {p.seed_job.job_id}")
-
-        # Experts: one array per seed job they depend on.
-        groups: dict[str, list[Point]] = {}
-        for p in todo:
-            if p.failure:
+                print(f"splitsweep: seed {sub.trajectory_id} D={', '.join(f'{d:,}' for d in sub.tokens)} "
+                      f"submitted first (job {job.job_id})", flush=True)
                 continue
-            key = p.seed_job.job_id if (p.seed_job is not None and self._EXECUTOR == "slurm") else ""
-            groups.setdefault(key, []).append(p)
-        for key, group in groups.items():
-            self._depend(executor, [key] if key else [], str(self.params.get("name") or "splitsweep"))
-            for p in group:
-                print(f"splitsweep: \t#{p.idx} : {' '.join(filter_overrides(p.overrides))}", flush=True)
-            jobs = executor.map_array(self, *zip(*[(p.overrides, "hydra.sweep.dir", p.idx, f"job_id_for_{p.idx}",
-                                                    state) for p in group]))
-            submitted.extend(jobs)
-            for p, job in zip(group, jobs):
-                p.job = job
+            group = [by_idx[i] for i in sub.points]
+            for q in group:
+                q.seed_job = seed_jobs.get((q.trajectory_id, q.seed_tokens))
+            if not slurm and after:  # no dependencies locally: wait for the seeds, skip the points whose failed
+                self._wait(after)
+                for q in group:
+                    if q.seed_job is not None and not self._succeeded(q.seed_job):
+                        q.failure = self._failure_text(q.seed_job, f"seed job {q.seed_job.job_id}")
+                group = [q for q in group if not q.failure]
+            if not group:
+                continue
+            self._depend(executor, [j.job_id for j in after] if slurm else [], sub.name)
+            for q in group:
+                print(f"splitsweep: \t#{q.idx} : {' '.join(filter_overrides(q.overrides))}", flush=True)
+            array = executor.map_array(self, *zip(*[(q.overrides, "hydra.sweep.dir", q.idx, f"job_id_for_{q.idx}",
+                                                     state) for q in group]))
+            submitted.extend(array)
+            for q, job in zip(group, array):
+                q.job = job
+            jobs[sub.key] = array[0]
         return seed_jobs, seed_records
 
     def _wait(self, jobs: list, points: list[Point] | None = None) -> None:

@@ -1,0 +1,131 @@
+"""The seeds-first launch plan, decided without a scheduler (splitsweep/launch_plan.py), and the SLURM launcher
+carrying it out against a fake submitit executor: dependencies, deduplication, order."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from splitsweep.launch_plan import launch_plan
+from splitsweep.slurm import Point, SlurmLauncher
+
+
+def point(idx, trajectory, tokens, ready=False):
+    return Point(idx, [f"p={idx}"], f"p{idx}", f"run{idx}", trajectory, tokens, ready, done=False)
+
+
+def grid():
+    return [point(0, "A", 4), point(1, "A", 2), point(2, "A", 4), point(3, "B", 8), point(4, "A", 8, ready=True),
+            point(5, "C", 0, ready=True)]
+
+
+class FakeBackend:
+    """Runs a plan the way a scheduler would: a submission starts only after what it waits for has run."""
+
+    def __init__(self):
+        self.ran, self.trained = [], {}
+
+    def run(self, plan, points):
+        by_idx = {p.idx: p for p in points}
+        for sub in plan:
+            assert all(k in self.ran for k in sub.after), f"{sub.key} submitted before {sub.after}"
+            self.ran.append(sub.key)
+            if sub.kind == "seed":
+                for d in sub.tokens:
+                    assert d > self.trained.get(sub.trajectory_id, 0), "a seed trained twice or out of order"
+                    self.trained[sub.trajectory_id] = d
+            else:
+                for i in sub.points:  # an expert runs only when its seed exists
+                    p = by_idx[i]
+                    assert p.seed_ready or self.trained.get(p.trajectory_id, 0) >= p.seed_tokens, sub.key
+
+
+def test_chained_one_seed_job_per_missing_d_shortest_first_experts_after_their_own_seed():
+    plan = launch_plan(grid(), chained=True)
+    seeds = [s for s in plan if s.kind == "seed"]
+    assert [(s.trajectory_id, s.tokens) for s in seeds] == [("A", (2,)), ("A", (4,)), ("B", (8,))]
+    assert seeds[1].after == (seeds[0].key,) and seeds[0].after == () and seeds[2].after == ()
+    experts = {s.key: s for s in plan if s.kind == "experts"}
+    assert experts["experts:seed:A:4"].points == (0, 2) and experts["experts:seed:A:4"].after == ("seed:A:4",)
+    assert experts["experts:seed:A:2"].points == (1,)
+    assert experts["experts:"].points == (4, 5) and experts["experts:"].after == ()  # seeds already stored
+    assert sorted(i for s in experts.values() for i in s.points) == [0, 1, 2, 3, 4, 5]  # every point once
+    FakeBackend().run(plan, grid())
+
+
+def test_grouped_one_seed_job_per_trajectory_then_every_expert():
+    plan = launch_plan(grid(), chained=False)
+    seeds = [s for s in plan if s.kind == "seed"]
+    assert [(s.trajectory_id, s.tokens, s.points) for s in seeds] == [("A", (2, 4), (1, 0)), ("B", (8,), (3,))]
+    (experts,) = [s for s in plan if s.kind == "experts"]
+    assert experts.points == (0, 1, 2, 3, 4, 5) and set(experts.after) == {s.key for s in seeds}
+    FakeBackend().run(plan, grid())
+
+
+def test_nothing_to_do_and_only_stored_seeds():
+    assert launch_plan([], chained=True) == [] and launch_plan([], chained=False) == []
+    plan = launch_plan([point(0, "A", 4, ready=True)], chained=True)
+    assert [(s.kind, s.after) for s in plan] == [("experts", ())]
+
+
+@dataclass
+class FakeJob:
+    job_id: str
+    paths: object = None
+
+
+@dataclass
+class FakeExecutor:
+    """submitit's executor interface as the launcher uses it: parameters, submit, map_array."""
+    calls: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    def update_parameters(self, **kw):
+        self.params.update(kw)
+
+    def submit(self, task):
+        job = FakeJob(str(100 + len(self.calls)))
+        self.calls.append(("submit", job.job_id, dict(self.params), [o for o in task.overrides]))
+        return job
+
+    def map_array(self, fn, *columns):
+        jobs = [FakeJob(f"{200 + len(self.calls)}_{i}") for i in range(len(columns[0]))]
+        self.calls.append(("array", [j.job_id for j in jobs], dict(self.params), list(columns[2])))
+        return jobs
+
+
+def test_the_slurm_launcher_submits_the_plan_with_its_dependencies():
+    launcher = object.__new__(SlurmLauncher)  # no Hydra context needed to submit
+    launcher.params = {"name": "sweep"}
+    executor, points = FakeExecutor(), grid()
+    seed_jobs, records = launcher._submit(executor, points, state={}, submitted=[])
+    kinds = [c[0] for c in executor.calls]
+    assert kinds == ["submit", "submit", "submit", "array", "array", "array", "array"]
+    seed_a2, seed_a4, seed_b8 = (c[1] for c in executor.calls[:3])
+    assert "dependency" not in executor.calls[0][2]["slurm_additional_parameters"]
+    assert executor.calls[1][2]["slurm_additional_parameters"]["dependency"] == f"afterok:{seed_a2}"
+    dependency = {tuple(c[3]): c[2]["slurm_additional_parameters"].get("dependency") for c in executor.calls[3:]}
+    assert dependency == {(0, 2): f"afterok:{seed_a4}", (1,): f"afterok:{seed_a2}", (3,): f"afterok:{seed_b8}",
+                          (4, 5): None}
+    assert {k: j.job_id for k, j in seed_jobs.items()} == {("A", 2): seed_a2, ("A", 4): seed_a4, ("B", 8): seed_b8}
+    assert [(r["trajectory_id"], r["tokens"]) for r in records] == [("A", 2), ("A", 4), ("B", 8)]
+    assert all(p.job is not None for p in points)
+    assert points[0].seed_job.job_id == seed_a4 and points[4].seed_job is None
+
+
+def test_the_local_submitit_launcher_trains_each_seed_once_then_the_experts(tmp_path):
+    """The same plan carried out by submitit's local executor (real subprocesses): 2 trajectories' Ds, one seed
+    job per trajectory, every point recorded once, and a re-run submits nothing."""
+    from splitsweep.records import read_rows
+    from tests.helpers import TINY, TOKENS_PER_STEP as T, run_cli
+
+    grid = ["-m", "hydra/launcher=local", *TINY, "model=llama_27k,llama_38k", f"split.budget_tokens={8 * T}",
+            "split.pretrain_fraction=0.25,0.5", "split.expert_domain=d0", "report.enabled=false",
+            "logger.mode=disabled"]
+    first = run_cli(tmp_path, *grid, env={"OMP_NUM_THREADS": "1"})
+    assert first.stdout.count("submitted first") == 2, first.stdout  # one seed job per trajectory
+    rows = read_rows(tmp_path / "sweeps" / "test")
+    assert len({r["run_id"] for r in rows}) == 4
+    segments = sorted((tmp_path / "store" / "seeds").glob("*/segments.jsonl"))
+    assert len(segments) == 2 and all(len(s.read_text().splitlines()) == 2 for s in segments)  # 0..2, 2..4
+    again = run_cli(tmp_path, *grid, env={"OMP_NUM_THREADS": "1"})
+    assert "4 already recorded" in again.stdout and "submitted first" not in again.stdout
+    assert read_rows(tmp_path / "sweeps" / "test") == rows
