@@ -114,6 +114,8 @@ class LawSpec:
 def specialize(law: Law, x: LawInputs) -> LawSpec:
     if isinstance(law, InteractionLaw):
         return _specialize_interaction(law, x)
+    if isinstance(law, LogBilinearLaw):
+        return _specialize_log_bilinear(law, x)
     rng_vals = [{p.name: np.float64(np.mean(p.bounds) if np.all(np.isfinite(p.bounds)) else p.grid[0])
                  for p in law.params},
                 {p.name: np.float64(p.grid[-1]) for p in law.params}]
@@ -152,6 +154,18 @@ def _specialize_interaction(law: Law, x: LawInputs) -> LawSpec:
             raise AnalysisError(f"law {law.name!r} needs more than one {label} in the data (size and tokens "
                                 "interact in it, so neither can be folded into E)")
     return LawSpec(active=tuple(range(len(law.terms))), fixed={}, folded=[], notes=[])
+
+
+def _specialize_log_bilinear(law: Law, x: LawInputs) -> LawSpec:
+    """Nothing folds (there is no E to fold into): the tokens must vary; one N fixes alpha and kappa at 0."""
+    from .errors import AnalysisError
+    if np.ptp(np.log(np.maximum(x.total_tokens, 1.0))) < 1e-12:
+        raise AnalysisError(f"law {law.name!r} needs more than one budget D + D' in the data")
+    fixed, notes = {}, []
+    if np.ptp(np.log(x.n_params)) < 1e-12:
+        fixed = dict(law.fixed_when_single_n)
+        notes.append(f"{law.name}: one model size N in the data, so alpha and kappa are fixed at 0 (A absorbs N)")
+    return LawSpec(active=tuple(range(len(law.terms))), fixed=fixed, folded=[], notes=notes)
 
 
 # ---- sizes --------------------------------------------------------------------------------------
@@ -349,7 +363,61 @@ INTERACTION = InteractionLaw(
            Term("C", "gamma", _size_domain, label="T_dom")],
 )
 
-LAWS = {law.name: law for law in (CHINCHILLA, TWO_SOURCE, ADDITIVE, TRANSFER, INTERACTION)}
+# Reference scales of log_bilinear: they only condition the fit (its cross term multiplies two logs, which are
+# near-collinear with the single logs far from 0); the law is the same function for any choice.
+N_REF, G_REF = 1e5, 1e6
+
+
+@dataclass
+class LogBilinearLaw(Law):
+    """log L = a - alpha·n - (beta + kappa·n)·t - gamma·log(T_dom/G_REF),  n = log(N/N_REF), t = log(T_gen/G_REF).
+    A product of power laws whose exponent in the general tokens moves with log N, and no constant term. Its
+    log loss is linear in its parameters but eta and lam, so it has its own log_loss (and its exact Jacobian)."""
+
+    def log_loss(self, vals: dict, x: LawInputs, active: tuple | None = None, grad: bool = True):
+        n = np.log(x.n_params / N_REF)
+        log_g, dlog_g = _size_general(vals, x)
+        log_d, dlog_d = _size_domain_late(vals, x)
+        t, d = log_g - np.log(G_REF), log_d - np.log(G_REF)
+        slope = vals["beta"] + vals["kappa"] * n
+        log_l = vals["A"] - vals["alpha"] * n - slope * t - vals["gamma"] * d
+        if not grad:
+            return log_l, None
+        zero = 0.0 * log_l
+        return log_l, {"A": 1.0 + zero, "alpha": -n + zero, "beta": -t + zero, "kappa": -n * t + zero,
+                       "gamma": -d + zero, "eta": -slope * dlog_g["eta"] + zero,
+                       "lam": -vals["gamma"] * dlog_d["lam"] + zero}
+
+
+LOG_BILINEAR = LogBilinearLaw(
+    name="log_bilinear",
+    formula="L = A·N^-alpha·T_gen^-(beta + kappa·log N)·T_dom^-gamma (N in units of 1e5, tokens of 1e6);  "
+            "T_gen = D + eta·D' (expert) or D + D' (baseline), T_dom = p·D + lam·D' (own expert), p·(D + D') "
+            "(baseline), p·D (other expert)",
+    why="Far above the irreducible loss, small models follow a product of power laws better than a sum: log L is "
+        "close to bilinear in log N and log tokens, the exponent in tokens grows with N (a larger model gains "
+        "more from each token), and domains scale differently (per-domain exponents). General tokens count an "
+        "expert's specialization tokens at eta, as in two_source; the domain's own tokens count the expert "
+        "phase at lam, as in additive, so a split trades general tokens for domain tokens. It has no constant "
+        "term: it describes the measured range and says nothing of the loss floor, so extrapolating it far in N "
+        "or tokens is not safe (it falls without bound).",
+    params=[
+        Param("A", True, (-20.0, 20.0), (0.5, 1.5), per_domain=True),
+        Param("alpha", False, (-1.0, 4.0), (0.1, 0.3), per_domain=True),
+        Param("beta", False, (-1.0, 4.0), (0.05, 0.2), per_domain=True),
+        Param("kappa", False, (-1.0, 1.0), (-0.02, 0.02)),
+        Param("gamma", False, (0.0, 4.0), (0.02, 0.1), per_domain=True),
+        Param("eta", False, (0.0, 1.0), (0.2, 0.8)),
+        Param("lam", False, (0.0, 50.0), (1.0, 4.0)),
+    ],
+    terms=[Term("A", "alpha", _size_n, label="N"),
+           Term("A", "beta", _size_general, extra=("eta",), label="T_gen"),
+           Term("A", "gamma", _size_domain_late, extra=("lam",), label="T_dom")],
+    fixed_when_single_n={"alpha": 0.0, "kappa": 0.0},
+)
+
+
+LAWS = {law.name: law for law in (CHINCHILLA, TWO_SOURCE, ADDITIVE, TRANSFER, INTERACTION, LOG_BILINEAR)}
 
 
 def get_law(name: str) -> Law:

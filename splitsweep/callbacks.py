@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .records import RESULTS_FILE, read_rows
 
@@ -20,6 +20,8 @@ class SweepReport(Callback):
             print(f"splitsweep: {len(offline)} offline W&B runs; upload them with: "
                   f"wandb sync {sweep_dir / 'wandb'}/offline-run-*", flush=True)
         if not config.report.enabled or not rows:
+            return
+        if not OmegaConf.select(config, "hydra.launcher.wait", default=True):  # submitted and not waited for: a report job builds it
             return
         try:
             from analysis.report import build_report

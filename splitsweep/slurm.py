@@ -38,7 +38,7 @@ from typing import Any, Sequence
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -46,7 +46,14 @@ from .launch_plan import launch_plan
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = "launches.jsonl"
+NO_REPORT = "no_report.txt"
 POLL_S = 1.0
+
+
+@dataclass
+class SplitsweepSlurmConf(SlurmQueueConf):
+    _target_: str = "hydra_plugins.splitsweep_launcher.SlurmLauncher"
+    wait: bool = True  # false: submit the whole launch (seeds, experts, the report job) and return
 
 
 class SweepJobFailed(RuntimeError):
@@ -161,10 +168,33 @@ class SeedTask:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
+class ReportTask:
+    """A submitit callable: the splitting report of a sweep, once its jobs have ended (submit and exit)."""
+
+    def __init__(self, sweep_dir: str, budget_tokens, n_bootstrap: int):
+        self.sweep_dir, self.budget_tokens, self.n_bootstrap = sweep_dir, budget_tokens, n_bootstrap
+
+    def __call__(self) -> str:
+        from analysis.errors import AnalysisError
+        from analysis.report import build_report
+
+        from .records import RESULTS_FILE
+
+        out = Path(self.sweep_dir) / "report"
+        try:
+            return str(build_report(Path(self.sweep_dir) / RESULTS_FILE, out, budget_tokens=self.budget_tokens,
+                                    n_bootstrap=self.n_bootstrap))
+        except AnalysisError as err:  # too few runs for a law: said where the report would be, as the callback says
+            out.mkdir(parents=True, exist_ok=True)
+            (out / NO_REPORT).write_text(f"no report: {err}\n")
+            return f"no report: {err}"
+
+
 class _SeedsFirst(BaseSubmititLauncher):
     """Shared by the SLURM and local flavours; `_EXECUTOR` picks the submitit executor."""
 
     def __init__(self, **params: Any) -> None:
+        self.wait = bool(params.pop("wait", True))  # splitsweep's, not a submitit parameter
         super().__init__(**params)
         if self._EXECUTOR == "slurm":
             line = f'export PYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}"'
@@ -260,6 +290,8 @@ class _SeedsFirst(BaseSubmititLauncher):
                 raise
             print(f"splitsweep: error: {submission_error(err, self.params)}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
+        if not self.wait and self._EXECUTOR == "slurm":
+            return self._submitted_and_exit(executor, sweep_dir, points, seed_jobs, seed_records)
         self._write_manifest(sweep_dir, points, seed_records)
 
         # Wait for everything; a failed seed cancels the experts that wait for it.
@@ -309,6 +341,35 @@ class _SeedsFirst(BaseSubmititLauncher):
                 q.job = job
             jobs[sub.key] = array[0]
         return seed_jobs, seed_records
+
+    def _submitted_and_exit(self, executor, sweep_dir: Path, points: list[Point], seed_jobs: dict,
+                            seed_records: list) -> list[JobReturn]:
+        """hydra.launcher.wait=false: the seeds and experts are queued; queue the report after them, record the
+        launch and return. The jobs' own files and the manifest are all `splitsweep-status` needs."""
+        jobs = [p.job for p in points if p.job is not None] + list({id(j): j for j in seed_jobs.values()}.values())
+        report = None
+        cfg = next((p.cfg for p in points if p.cfg is not None), None)
+        if jobs and cfg is not None and cfg.report.enabled:
+            base = dict(self.params.get("additional_parameters") or {})
+            base.update(dependency="afterany:" + ":".join(j.job_id for j in jobs))
+            base.pop("kill-on-invalid-dep", None)
+            executor.update_parameters(slurm_additional_parameters=base, name=f"report-{cfg.sweep_name}",
+                                       tasks_per_node=1, nodes=1)
+            report = executor.submit(ReportTask(str(sweep_dir), cfg.report.budget_tokens,
+                                                int(cfg.report.n_bootstrap)))
+        self._write_manifest(sweep_dir, points, seed_records,
+                             report={"job_id": report.job_id, **_log_paths(report)} if report is not None else None)
+        queued = sum(p.job is not None for p in points)
+        print(f"splitsweep: {queued} grid points queued ({len(seed_jobs)} seed jobs first)"
+              + (f", the report after them (job {report.job_id})" if report is not None else "")
+              + f"; not waiting (hydra.launcher.wait=false). Progress: splitsweep-status {sweep_dir}; "
+                f"re-running this command submits only what is missing", flush=True)
+        returns = []
+        for p in points:
+            ret = JobReturn(overrides=p.overrides, working_dir=str(sweep_dir / p.dirname), task_name="splitsweep")
+            ret.status = JobStatus.COMPLETED if p.done else JobStatus.UNKNOWN  # queued: neither done nor failed
+            returns.append(ret)
+        return returns
 
     def _wait(self, jobs: list, points: list[Point] | None = None) -> None:
         cancelled: set[str] = set()
@@ -384,8 +445,8 @@ class _SeedsFirst(BaseSubmititLauncher):
                     ret.return_value = SweepJobFailed(message)
         return returns
 
-    def _write_manifest(self, sweep_dir: Path, points: list[Point], seeds: list[dict]) -> None:
-        write_launch(sweep_dir, self._EXECUTOR, points, seeds, str(self.params["submitit_folder"]))
+    def _write_manifest(self, sweep_dir: Path, points: list[Point], seeds: list[dict], report: dict | None = None):
+        write_launch(sweep_dir, self._EXECUTOR, points, seeds, str(self.params["submitit_folder"]), report=report)
 
 
 # ---------------------------------------------------------------------- shared by every splitsweep launcher
@@ -481,13 +542,13 @@ def still_queued(points: Sequence[Point], latest: dict[str, dict], states: dict[
 
 
 def write_launch(sweep_dir: Path, launcher: str, points: list[Point], seeds: Sequence[dict] = (),
-                 submitit_folder: str | None = None, to_run: str = "submitted") -> None:
+                 submitit_folder: str | None = None, to_run: str = "submitted", report: dict | None = None) -> None:
     """Add this launch to `launches.jsonl`: every grid point's index, overrides, job dir and run id (and job,
     when a scheduler runs it), and the launching process. `python -m splitsweep.status` reads the whole grid
     from it. `to_run` is the state_at_launch of the points this launch runs (`queued`: run by this process)."""
     entry = {
         "time": time.time(), "launcher": launcher, "argv": sys.argv, "host": socket.gethostname(),
-        "pid": os.getpid(), "submitit_folder": submitit_folder, "seeds": list(seeds),
+        "pid": os.getpid(), "submitit_folder": submitit_folder, "seeds": list(seeds), "report_job": report,
         "points": [{
             "idx": p.idx, "overrides": filter_overrides(p.overrides), "dirname": p.dirname,
             "run_id": p.run_id, "trajectory_id": p.trajectory_id, "seed_tokens": p.seed_tokens,

@@ -387,7 +387,20 @@ def format_table(statuses: list[PointStatus], sweep_dir: Path) -> str:
         lines.append(f"re-run {again} to re-launch only the grid points without records")
     elif statuses and counts["done"] == len(statuses):
         lines.append("all grid points are recorded")
+    report = history[-1].get("report_job") if history else None
+    if report:  # a launch that did not wait queued the report after its jobs
+        state = report_state(sweep_dir, report)
+        lines.append(f"report: job {report['job_id']} {state}; when it ends: {sweep_dir / 'report' / 'report.md'}")
     return "\n".join(lines)
+
+
+def report_state(sweep_dir: Path, report: dict, scheduler: bool = True) -> str:
+    """The report job's scheduler state (pending, running, completed, ...), or whether its report exists."""
+    if scheduler:
+        state = scheduler_states([report["job_id"]]).get(str(report["job_id"]), ("", ""))[0]
+        if state:
+            return state.split()[0].lower()
+    return "done" if (sweep_dir / "report" / "report.md").exists() else "not seen by the scheduler"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,6 +146,35 @@ def test_slurm_sweep_matches_local_launch(slurm_cluster, queue_clean, tmp_path):
 
 
 @SLURM
+def test_submit_and_exit_queues_the_launch_and_the_report_and_status_follows_it(slurm_cluster, queue_clean, tmp_path):
+    """hydra.launcher.wait=false: the command returns with the jobs queued; status reads their files and the
+    manifest; the report job builds the report after them; re-running submits nothing."""
+    grid = [f"split.budget_tokens={8 * T}", "split.pretrain_fraction=0.25,0.5", "split.expert_domain=d0"]
+    root = tmp_path / "slurm"
+    queue_clean.append(root)
+    args = [a for a in slurm_args(slurm_cluster, *grid) if a != "report.enabled=false"]
+    args += ["hydra.launcher.wait=false", "report.n_bootstrap=2"]
+    out = run_cli(root, *args, timeout=120)
+    assert "not waiting (hydra.launcher.wait=false)" in out.stdout, out.stdout
+    launch = last_launch(root)
+    assert launch["report_job"] and all(p["job_id"] for p in launch["points"])
+    assert not read_rows(sweep_dir(root)) or len(read_rows(sweep_dir(root))) < 10  # it returned before the end
+    deadline = time.monotonic() + 600
+    while not slurm_cluster.sacct_state(launch["report_job"]["job_id"]).startswith(("COMPLETED", "FAILED")):
+        assert time.monotonic() < deadline, "the report job never ended"
+        time.sleep(1)
+    assert slurm_cluster.sacct_state(launch["report_job"]["job_id"]).startswith("COMPLETED")
+    assert [s["state"] for s in status(root)] == ["done", "done"]
+    report = sweep_dir(root) / "report"
+    assert (report / "report.md").exists() or "no report:" in (report / "no_report.txt").read_text()
+    table = subprocess.run([sys.executable, "-m", "splitsweep.status", str(sweep_dir(root))], cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert "report: job" in table.stdout and "completed" in table.stdout, table.stdout
+    again = run_cli(root, *args, timeout=120)
+    assert "2 already recorded, 0 still in the queue, 0 to submit" in again.stdout
+
+
+@SLURM
 def test_two_task_job_trains_one_model_with_fsdp(slurm_cluster, queue_clean, tmp_path):
     point = [f"split.budget_tokens={6 * T}", "split.pretrain_fraction=0", "split.expert_domain=d1"]
     root, single = tmp_path / "two", tmp_path / "one"

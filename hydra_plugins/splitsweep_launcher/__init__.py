@@ -10,18 +10,26 @@ from pathlib import Path
 from typing import Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher as _BasicLauncher
+from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from splitsweep.slurm import LocalLauncher as _LocalLauncher
 from splitsweep.slurm import SlurmLauncher as _SlurmLauncher
+from splitsweep.slurm import SplitsweepSlurmConf
 from splitsweep.console import point_line
 from splitsweep.slurm import plan_grid, write_launch
 
 
 class SlurmLauncher(_SlurmLauncher):
     """splitsweep's seeds-first submitit launcher on SLURM (see splitsweep/slurm.py)."""
+
+
+# After the submitit plugin's own schema of the same name (splitsweep.slurm imported it above): the schema of
+# conf/hydra/launcher/submitit_slurm.yaml is submitit's, with splitsweep's launcher and `wait`.
+ConfigStore.instance().store(group="hydra/launcher", name="submitit_slurm", node=SplitsweepSlurmConf(),
+                             provider="splitsweep")
 
 
 class LocalLauncher(_LocalLauncher):
