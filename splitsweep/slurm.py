@@ -367,7 +367,10 @@ class _SeedsFirst(BaseSubmititLauncher):
         returns = []
         for p in points:
             ret = JobReturn(overrides=p.overrides, working_dir=str(sweep_dir / p.dirname), task_name="splitsweep")
-            ret.status = JobStatus.COMPLETED if p.done else JobStatus.UNKNOWN  # queued: neither done nor failed
+            # Hydra's sweeper reads every return value, and UNKNOWN has none: a queued point "completes" its
+            # launch with the job it is queued as (its rows come later, through the records).
+            ret.status = JobStatus.COMPLETED
+            ret.return_value = {"queued_as": p.job.job_id} if p.job is not None else {"recorded": p.done}
             returns.append(ret)
         return returns
 

@@ -21,7 +21,7 @@ from tests.helpers import REPO, TINY, TOKENS_PER_STEP, run_cli
 
 T = TOKENS_PER_STEP
 SLURM = pytest.mark.slurm
-NAIVE = "hydra.launcher._target_=hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+NAIVE = "hydra.launcher._target_=hydra_plugins.splitsweep_launcher.SubmititSlurmLauncher"  # submitit's own
 
 
 def slurm_args(cluster, *extra: str, cpus: int = 1, mem_gb: int = 1) -> list[str]:

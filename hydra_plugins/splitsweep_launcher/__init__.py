@@ -15,6 +15,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SubmititSlurmLauncher
 from splitsweep.slurm import LocalLauncher as _LocalLauncher
 from splitsweep.slurm import SlurmLauncher as _SlurmLauncher
 from splitsweep.slurm import SplitsweepSlurmConf
@@ -26,10 +27,25 @@ class SlurmLauncher(_SlurmLauncher):
     """splitsweep's seeds-first submitit launcher on SLURM (see splitsweep/slurm.py)."""
 
 
-# After the submitit plugin's own schema of the same name (splitsweep.slurm imported it above): the schema of
-# conf/hydra/launcher/submitit_slurm.yaml is submitit's, with splitsweep's launcher and `wait`.
-ConfigStore.instance().store(group="hydra/launcher", name="submitit_slurm", node=SplitsweepSlurmConf(),
-                             provider="splitsweep")
+def _store_launcher_schema() -> None:
+    """The schema of conf/hydra/launcher/submitit_slurm.yaml: submitit's, with splitsweep's launcher and `wait`.
+    Stored over the submitit plugin's own of the same name, after Hydra has scanned (and executed) every plugin
+    module, in whatever order the search path gave them (ExpectedSchemaMatch below calls it)."""
+    ConfigStore.instance().store(group="hydra/launcher", name="submitit_slurm", node=SplitsweepSlurmConf(),
+                                 provider="splitsweep")
+
+
+_store_launcher_schema()
+
+
+class SubmititSlurmLauncher(_SubmititSlurmLauncher):
+    """hydra-submitit-launcher's own SLURM launcher (every grid point submitted at once, no seeds first), taking
+    splitsweep's launcher config (its `wait` is splitsweep's): the baseline tests/test_slurm_sweep.py measures
+    the seeds-first launcher against."""
+
+    def __init__(self, **params) -> None:
+        params.pop("wait", None)
+        super().__init__(**params)
 
 
 class LocalLauncher(_LocalLauncher):
@@ -97,12 +113,13 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 
 class ExpectedSchemaMatch(SearchPathPlugin):
-    """Adds no search path. conf/hydra/launcher/submitit_{slurm,local}.yaml take the place of the plugin's
+    """Adds no search path; stores splitsweep's launcher schema (above). conf/hydra/launcher/submitit_{slurm,local}.yaml take the place of the plugin's
     configs of the same name on purpose (so `hydra/launcher=submitit_slurm` runs splitsweep's launcher);
     Hydra validates them against the plugin's schema and warns that matching by name is deprecated. This
     hook runs before composition (filters set while Hydra imports plugins are discarded) and silences
     exactly that warning."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        _store_launcher_schema()
         _warnings.filterwarnings(
             "ignore", message=r"\s*'hydra/launcher/submitit_(slurm|local)' is validated against ConfigStore schema")
