@@ -552,6 +552,7 @@ def write_launch(sweep_dir: Path, launcher: str, points: list[Point], seeds: Seq
     entry = {
         "time": time.time(), "launcher": launcher, "argv": sys.argv, "host": socket.gethostname(),
         "pid": os.getpid(), "submitit_folder": submitit_folder, "seeds": list(seeds), "report_job": report,
+        "store": next((str(p.cfg.paths.store) for p in points if p.cfg is not None), None),
         "points": [{
             "idx": p.idx, "overrides": filter_overrides(p.overrides), "dirname": p.dirname,
             "run_id": p.run_id, "trajectory_id": p.trajectory_id, "seed_tokens": p.seed_tokens,

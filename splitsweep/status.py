@@ -387,6 +387,10 @@ def format_table(statuses: list[PointStatus], sweep_dir: Path) -> str:
         lines.append(f"re-run {again} to re-launch only the grid points without records")
     elif statuses and counts["done"] == len(statuses):
         lines.append("all grid points are recorded")
+    store = history[-1].get("store") if history else None
+    if store and not Path(store).exists():  # said, not rebuilt: a read-only query never prepares data
+        lines.append(f"store {store}: missing (its seeds and prepared data are gone; re-running the sweep's "
+                     "command rebuilds what a grid point without records needs)")
     report = history[-1].get("report_job") if history else None
     if report:  # a launch that did not wait queued the report after its jobs
         state = report_state(sweep_dir, report)

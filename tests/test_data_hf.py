@@ -292,3 +292,26 @@ def test_tokenizing_with_two_processes_writes_the_same_bytes(tmp_path, corpus, s
     assert any(f.suffix == ".bin" for f in files) and any(f.suffix == ".npy" for f in files)
     for f in files:
         assert (one_dir / f).read_bytes() == (two_dir / f).read_bytes(), f
+
+
+def test_status_of_a_hf_sweep_whose_store_was_deleted_says_missing_and_prepares_nothing(tmp_path, corpus):
+    import subprocess
+    import sys
+
+    from tests.helpers import run_cli
+
+    base = [o for o in TINY if not o.startswith("data.")]
+    args = ["-m", *base, "data=hf", f"data.data_files={corpus}/corpus-*.jsonl", "data.tokenizer.vocab_size=384",
+            "data.heldout_tokens=600", "data.progress=false", "data.domain_field=meta.source",
+            f"data.domains=[{','.join(KEEP)}]", f"split.budget_tokens={12 * T}", "split.pretrain_fraction=0.5",
+            "split.expert_domain=licenses", "report.enabled=false", "logger.mode=disabled"]
+    run_cli(tmp_path, *args, env={"OMP_NUM_THREADS": "1"})
+    store = tmp_path / "store"
+    assert (store / "data").is_dir()
+    shutil.rmtree(store)
+    sweep = tmp_path / "sweeps" / "test"
+    out = subprocess.run([sys.executable, "-m", "splitsweep.status", str(sweep)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert f"store {store}: missing" in out.stdout and "1 done" in out.stdout, out.stdout
+    assert not store.exists()  # nothing was prepared or trained by the query
