@@ -157,14 +157,14 @@ def _specialize_interaction(law: Law, x: LawInputs) -> LawSpec:
 
 
 def _specialize_log_bilinear(law: Law, x: LawInputs) -> LawSpec:
-    """Nothing folds (there is no E to fold into): the tokens must vary; one N fixes alpha and kappa at 0."""
+    """Nothing folds (there is no E to fold into): the tokens must vary; one N fixes alpha, kappa and mu at 0."""
     from .errors import AnalysisError
     if np.ptp(np.log(np.maximum(x.total_tokens, 1.0))) < 1e-12:
         raise AnalysisError(f"law {law.name!r} needs more than one budget D + D' in the data")
     fixed, notes = {}, []
     if np.ptp(np.log(x.n_params)) < 1e-12:
         fixed = dict(law.fixed_when_single_n)
-        notes.append(f"{law.name}: one model size N in the data, so alpha and kappa are fixed at 0 (A absorbs N)")
+        notes.append(f"{law.name}: one model size N in the data, so alpha, kappa and mu are fixed at 0 (A absorbs N)")
     return LawSpec(active=tuple(range(len(law.terms))), fixed=fixed, folded=[], notes=notes)
 
 
@@ -370,50 +370,54 @@ N_REF, G_REF = 1e5, 1e6
 
 @dataclass
 class LogBilinearLaw(Law):
-    """log L = a - alpha·n - (beta + kappa·n)·t - gamma·log(T_dom/G_REF),  n = log(N/N_REF), t = log(T_gen/G_REF).
-    A product of power laws whose exponent in the general tokens moves with log N, and no constant term. Its
-    log loss is linear in its parameters but eta and lam, so it has its own log_loss (and its exact Jacobian)."""
+    """log L = a - alpha·n - (beta + kappa·n)·g - (gamma + mu·n + nu·g)·log(1 + lam·r),
+    n = log(N/N_REF), g = log(G/G_REF), r = D'/(p·D) for an own expert (0 otherwise).
+    Its log loss is linear in its parameters but lam, so it has its own log_loss (and its exact Jacobian)."""
 
     def log_loss(self, vals: dict, x: LawInputs, active: tuple | None = None, grad: bool = True):
         n = np.log(x.n_params / N_REF)
-        log_g, dlog_g = _size_general(vals, x)
-        log_d, dlog_d = _size_domain_late(vals, x)
-        t, d = log_g - np.log(G_REF), log_d - np.log(G_REF)
+        g = np.log(np.maximum(x.mixture_tokens, 1.0) / G_REF)
+        r = np.where(x.is_own, x.special / np.maximum(x.weight * x.pretrain, 1.0), 0.0)
+        lam = np.exp(vals["lam"])
+        h = np.log1p(lam * r)
         slope = vals["beta"] + vals["kappa"] * n
-        log_l = vals["A"] - vals["alpha"] * n - slope * t - vals["gamma"] * d
+        gain = vals["gamma"] + vals["mu"] * n + vals["nu"] * g
+        log_l = vals["A"] - vals["alpha"] * n - slope * g - gain * h
         if not grad:
             return log_l, None
         zero = 0.0 * log_l
-        return log_l, {"A": 1.0 + zero, "alpha": -n + zero, "beta": -t + zero, "kappa": -n * t + zero,
-                       "gamma": -d + zero, "eta": -slope * dlog_g["eta"] + zero,
-                       "lam": -vals["gamma"] * dlog_d["lam"] + zero}
+        return log_l, {"A": 1.0 + zero, "alpha": -n + zero, "beta": -g + zero, "kappa": -n * g + zero,
+                       "gamma": -h + zero, "mu": -n * h + zero, "nu": -g * h + zero,
+                       "lam": -gain * lam * r / (1.0 + lam * r) + zero}
 
 
 LOG_BILINEAR = LogBilinearLaw(
     name="log_bilinear",
-    formula="L = A·N^-alpha·T_gen^-(beta + kappa·log N)·T_dom^-gamma (N in units of 1e5, tokens of 1e6);  "
-            "T_gen = D + eta·D' (expert) or D + D' (baseline), T_dom = p·D + lam·D' (own expert), p·(D + D') "
-            "(baseline), p·D (other expert)",
+    formula="L = A·N^-alpha·G^-(beta + kappa·log N)·(1 + lam·r)^-(gamma + mu·log N + nu·log G) (N in units of 1e5, "
+            "tokens of 1e6);  G = mixture tokens seen (D for an expert, D + D' for the baseline), r = D'/(p·D) for "
+            "an expert on its own domain (its expert-phase domain tokens over those its seed met), 0 otherwise",
     why="Far above the irreducible loss, small models follow a product of power laws better than a sum: log L is "
-        "close to bilinear in log N and log tokens, the exponent in tokens grows with N (a larger model gains "
-        "more from each token), and domains scale differently (per-domain exponents). General tokens count an "
-        "expert's specialization tokens at eta, as in two_source; the domain's own tokens count the expert "
-        "phase at lam, as in additive, so a split trades general tokens for domain tokens. It has no constant "
-        "term: it describes the measured range and says nothing of the loss floor, so extrapolating it far in N "
-        "or tokens is not safe (it falls without bound).",
+        "close to bilinear in log N and log tokens (the exponent in tokens grows with N: a larger model gains more "
+        "from each token), and domains scale differently (per-domain exponents). Specializing multiplies the loss "
+        "by (1 + lam·r)^-gain: r is how many domain tokens the expert phase adds to those the seed met, and the "
+        "gain grows with N and with the seed's tokens (a larger, longer-trained seed profits more from the same "
+        "specialization), so a split trades mixture tokens (G = D) for domain tokens and has an interior "
+        "optimum. It has no constant term: it describes the measured range and says nothing of the loss floor, so "
+        "extrapolating it far in N or tokens is not safe (it falls without bound).",
     params=[
         Param("A", True, (-20.0, 20.0), (0.5, 1.5), per_domain=True),
         Param("alpha", False, (-1.0, 4.0), (0.1, 0.3), per_domain=True),
         Param("beta", False, (-1.0, 4.0), (0.05, 0.2), per_domain=True),
         Param("kappa", False, (-1.0, 1.0), (-0.02, 0.02)),
-        Param("gamma", False, (0.0, 4.0), (0.02, 0.1), per_domain=True),
-        Param("eta", False, (0.0, 1.0), (0.2, 0.8)),
-        Param("lam", False, (0.0, 50.0), (1.0, 4.0)),
+        Param("gamma", False, (-1.0, 4.0), (0.02, 0.1), per_domain=True),
+        Param("mu", False, (-1.0, 1.0), (0.0,)),
+        Param("nu", False, (-1.0, 1.0), (0.0,)),
+        Param("lam", True, (-10.0, 10.0), (-1.0, 1.0)),
     ],
     terms=[Term("A", "alpha", _size_n, label="N"),
-           Term("A", "beta", _size_general, extra=("eta",), label="T_gen"),
-           Term("A", "gamma", _size_domain_late, extra=("lam",), label="T_dom")],
-    fixed_when_single_n={"alpha": 0.0, "kappa": 0.0},
+           Term("A", "beta", _size_mixture, label="G"),
+           Term("A", "gamma", _size_domain_late, extra=("lam",), label="1 + lam·r")],
+    fixed_when_single_n={"alpha": 0.0, "kappa": 0.0, "mu": 0.0},
 )
 
 
