@@ -339,7 +339,6 @@ class _SeedsFirst(BaseSubmititLauncher):
             submitted.extend(array)
             for q, job in zip(group, array):
                 q.job = job
-            jobs[sub.key] = array[0]
         return seed_jobs, seed_records
 
     def _submitted_and_exit(self, executor, sweep_dir: Path, points: list[Point], seed_jobs: dict,
