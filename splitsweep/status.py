@@ -371,7 +371,7 @@ def _current_points(history: list[dict], points: dict[str, dict], sweep_dir: Pat
     return out
 
 
-def format_table(statuses: list[PointStatus], sweep_dir: Path) -> str:
+def format_table(statuses: list[PointStatus], sweep_dir: Path, scheduler: bool = True) -> str:
     counts = {s: sum(p.state == s for p in statuses) for s in STATES}
     lines = [f"{'STATE':8} {'RUN_ID':16} {'JOB':10} GRID POINT / DETAIL"]
     for p in statuses:
@@ -393,7 +393,7 @@ def format_table(statuses: list[PointStatus], sweep_dir: Path) -> str:
                      "command rebuilds what a grid point without records needs)")
     report = history[-1].get("report_job") if history else None
     if report:  # a launch that did not wait queued the report after its jobs
-        state = report_state(sweep_dir, report)
+        state = report_state(sweep_dir, report, scheduler)
         lines.append(f"report: job {report['job_id']} {state}; when it ends: {sweep_dir / 'report' / 'report.md'}")
     return "\n".join(lines)
 
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in statuses:
             print(json.dumps(asdict(p)))
     else:
-        print(format_table(statuses, args.sweep_dir))
+        print(format_table(statuses, args.sweep_dir, scheduler=not args.no_scheduler))
     return 0
 
 
