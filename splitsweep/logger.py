@@ -81,16 +81,15 @@ class RunLogger:
             return
         import wandb
 
-        base = run_id
         if ledger_dir is not None:
             self._ledger = Path(ledger_dir) / LEDGER
             self._attempts = json.loads(self._ledger.read_text())["attempts"] if self._ledger.exists() else []
             self.logged_through = max((a["last_step"] for a in self._attempts), default=0)
-            run_id = f"{base}-{len(self._attempts)}"
+            run_id = f"{self._base}-{len(self._attempts)}"
             self._attempts.append({"id": run_id, "first_step": None, "last_step": self.logged_through})
-            write_json_atomic(self._ledger, {"base_id": base, "attempts": self._attempts})
+            self._write_ledger(durable=True)
             name = f"{name} #{len(self._attempts) - 1}"
-        config = {**config, "wandb_base_id": base}
+        config = {**config, "wandb_base_id": self._base}
 
         wandb_dir = Path(wandb_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +114,10 @@ class RunLogger:
             current["last_step"] = step
             if current["first_step"] is None:
                 current["first_step"] = step
-            write_json_atomic(self._ledger, {"base_id": self._base, "attempts": self._attempts}, durable=False)
+            self._write_ledger(durable=False)  # after every log call: no fsync on the training loop's path
+
+    def _write_ledger(self, durable: bool) -> None:
+        write_json_atomic(self._ledger, {"base_id": self._base, "attempts": self._attempts}, durable=durable)
 
     def summary(self, values: dict) -> None:
         if self.run is not None:
