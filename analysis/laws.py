@@ -375,11 +375,9 @@ class LogBilinearLaw(Law):
     Its log loss is linear in its parameters but lam, so it has its own log_loss (and its exact Jacobian)."""
 
     def log_loss(self, vals: dict, x: LawInputs, active: tuple | None = None, grad: bool = True):
-        n = np.log(x.n_params / N_REF)
-        g = np.log(np.maximum(x.mixture_tokens, 1.0) / G_REF)
-        r = np.where(x.is_own, x.special / np.maximum(x.weight * x.pretrain, 1.0), 0.0)
-        lam = np.exp(vals["lam"])
-        h = np.log1p(lam * r)
+        n = _size_n(vals, x)[0] - np.log(N_REF)
+        g = _size_mixture(vals, x)[0] - np.log(G_REF)
+        h, dh = _size_expert_phase(vals, x)
         slope = vals["beta"] + vals["kappa"] * n
         gain = vals["gamma"] + vals["mu"] * n + vals["nu"] * g
         log_l = vals["A"] - vals["alpha"] * n - slope * g - gain * h
@@ -388,7 +386,14 @@ class LogBilinearLaw(Law):
         zero = 0.0 * log_l
         return log_l, {"A": 1.0 + zero, "alpha": -n + zero, "beta": -g + zero, "kappa": -n * g + zero,
                        "gamma": -h + zero, "mu": -n * h + zero, "nu": -g * h + zero,
-                       "lam": -gain * lam * r / (1.0 + lam * r) + zero}
+                       "lam": -gain * dh["lam"] + zero}
+
+
+def _size_expert_phase(vals, x):
+    """log(1 + lam·r), r = D'/(p·D) for an expert on its own domain (0 otherwise); lam is fitted as log lam."""
+    r = np.where(x.is_own, x.special / np.maximum(x.weight * x.pretrain, 1.0), 0.0)
+    lam_r = np.exp(vals["lam"]) * r
+    return np.log1p(lam_r), {"lam": lam_r / (1.0 + lam_r)}
 
 
 LOG_BILINEAR = LogBilinearLaw(
@@ -416,7 +421,7 @@ LOG_BILINEAR = LogBilinearLaw(
     ],
     terms=[Term("A", "alpha", _size_n, label="N"),
            Term("A", "beta", _size_mixture, label="G"),
-           Term("A", "gamma", _size_domain_late, extra=("lam",), label="1 + lam·r")],
+           Term("A", "gamma", _size_expert_phase, extra=("lam",), label="1 + lam·r")],
     fixed_when_single_n={"alpha": 0.0, "kappa": 0.0, "mu": 0.0},
 )
 
