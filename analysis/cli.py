@@ -15,6 +15,9 @@
   fit, split and report: one coefficient set per domain (exponents shared) by default when the data have more
         than one domain; --shared-coefficients for one set. split and report answer in the accounting the
         rows record (their accounting column; per-path without one) unless --accounting says otherwise.
+  next RESULTS --target-n-params N --target-budget-tokens T (--compute-budget FLOPS | --max-runs K) --out DIR
+        [--objective fraction|loss] [--accounting ...]: the runs that most shrink the interval of D*/T at the
+        target per FLOP -> DIR/next.json and DIR/sweeps/<name>_next.yaml; prints the command that runs them
   collect --wandb ENTITY/PROJECT [--group G] --out FILE.jsonl  -> the results table from W&B
   collect --wandb-offline DIR --out FILE.jsonl                 -> the same from offline runs under DIR
 """
@@ -97,6 +100,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--wandb-entity")
     r.add_argument("--wandb-group", help="W&B group (default: the sweep's name)")
     r.add_argument("--wandb-mode", default="offline", choices=["offline", "online", "disabled"])
+    n = sub.add_parser("next", help="propose the runs that most shrink the split's interval per FLOP; write "
+                                    "next.json and a sweep file")
+    common(n, "auto")
+    n.add_argument("--target-n-params", type=float, required=True, help="model size N of the decision")
+    n.add_argument("--target-budget-tokens", type=float, required=True, help="its budget (see --accounting)")
+    n.add_argument("--accounting", default=None, choices=["per-path", "shared-seed"],
+                   help="default: the accounting the rows record")
+    cost = n.add_mutually_exclusive_group(required=True)
+    cost.add_argument("--compute-budget", type=float, metavar="FLOPS", help="training compute to spend (6·N·tokens)")
+    cost.add_argument("--max-runs", type=int, metavar="K", help="number of runs to propose")
+    n.add_argument("--objective", default="fraction", choices=["fraction", "loss"],
+                   help="shrink the interval of D*/T (default) or the prediction interval of the target's loss")
+    n.add_argument("--weights", type=_weighting, default="equal", help="domain weights (as split)")
+    n.add_argument("--batch-tokens", type=int, help="tokens per optimizer step (else the batch_tokens column)")
+    n.add_argument("--name", help="the sweep file's name stem (default: the rows' sweep)")
     c = sub.add_parser("collect", help="collect the results table from W&B")
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--wandb", metavar="ENTITY/PROJECT", help="online: the W&B API")
@@ -160,6 +178,17 @@ def _run(args) -> int:
     from .pipeline import analyze
     table = load_results(args.results)
     rows = select_rows(table, args.selection)
+    if args.command == "next":
+        from .next_runs import check_request, write_next
+        check_request(rows, args.target_n_params, args.target_budget_tokens, args.compute_budget, args.max_runs,
+                      args.objective)
+        result = analyze(rows, args.law, per_domain=per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
+                         validate=args.law == "auto", progress=not args.quiet)
+        out = write_next(result.split_fit, table, rows, args)
+        for w in out.get("warnings", []):
+            print(f"warning: {_one_line(w)}", file=sys.stderr)
+        print(out["command"])
+        return 0
     if args.command == "split":
         from .report import sweep_accounting
         from .split import check_budget, choose_model_size, choose_split

@@ -629,7 +629,9 @@ def assess(analysis: Analysis, split: dict | None, rows: pd.DataFrame, sweep: di
             need(f"measure at the requested N = {fmt(split['n_params'])} and {axis} = {fmt(split['budget_tokens'])} "
                  "(a few fractions around the recommendation) to check the extrapolation", strengthen)
     cov = split.get("heldout_coverage") or {}
-    lines.append(("Prediction intervals", cov.get("statement", "not checked")))
+    method = split.get("prediction_interval_method")
+    lines.append(("Prediction intervals", cov.get("statement", "not checked")
+                  + (f" (each interval: {method})" if method else "")))
     if cov.get("coverage") is not None and cov["coverage"] < cov["level"] - 0.25:
         cautions.append(f"the {cov['level']:.0%} prediction intervals covered only {cov['coverage']:.0%} of the "
                         "held-out points: read them as too narrow")

@@ -513,12 +513,13 @@ def _search_warnings(frac, f_free, lo, hi, extrapolate, flat, measured_known, ax
 def choose_split(fit: FitResult, n_params: float, budget_tokens: float, *, accounting: str = "per-path",
                  mixture_weights: dict, weighting="equal", batch_tokens: int | None = None,
                  rows: pd.DataFrame | None = None, extrapolate: bool = False, level: float = PI_LEVEL,
-                 n_resample: int = 4000, seed: int = 0) -> dict:
+                 n_resample: int = 4000, seed: int = 0, prediction_intervals: bool = True) -> dict:
     """The split.json content: D*/T with a bootstrap interval, its loss, and the reference recipes.
 
     rows: the rows the law was fitted on. With them, D*/T is searched only within the measured fractions at the
     nearest measured scale (unless extrapolate), and the measured best point, the extrapolation factors and the
     prediction intervals are reported. Without them (older callers) the search is over [0, 1] with a warning.
+    prediction_intervals=False leaves out the loss intervals (their rollout refits), e.g. when only D* is needed.
     """
     k = len(fit.domains)
     check_budget(budget_tokens, batch_tokens, accounting, k)
@@ -612,11 +613,11 @@ def choose_split(fit: FitResult, n_params: float, budget_tokens: float, *, accou
                                                          fit.domains, baseline=True))[0]
         for j, dom in enumerate(fit.domains) if weights.get(dom, 0.0) > 0))
 
-    resid = None
-    if rows is not None:
-        from .intervals import fit_residuals
+    resid, resid_source = None, None
+    if rows is not None and prediction_intervals:
+        from .intervals import residual_pool
         try:
-            resid = fit_residuals(fit, rows)
+            resid, resid_source = residual_pool(fit, rows)
         except AnalysisError as e:
             notes.append(f"no prediction intervals: {e}")
     predictor = _Predictor(fit, weights, mixture_weights, resid, n_resample, seed)
@@ -626,8 +627,8 @@ def choose_split(fit: FitResult, n_params: float, budget_tokens: float, *, accou
     out["full_pretrain_loss_interval"] = _interval(None if draws is None else draws[:, 1], level)
     out["prediction_interval_level"] = level
     out["prediction_interval_method"] = (
-        "bootstrap parameter sets over trained models times exp(a resampled log residual of the fit, scaled by "
-        "sqrt(n/(n-p))), one residual per domain's expert; quantiles of the weighted mean over domains"
+        f"bootstrap parameter sets over trained models times exp(a resampled log residual: {resid_source}), one "
+        "residual per domain's expert; quantiles of the weighted mean over domains"
         + ("" if predictor.boot is not None else " (no bootstrap: residuals only)"))
 
     if rows is not None and rows["eval_domain"].isin(fit.domains).any():

@@ -70,6 +70,29 @@ def make_sweep(law: Law, params: dict, n_values=(1e6, 2e6, 4e6, 8e6, 16e6), toke
     return df.drop(columns="pretrain_fraction_target")
 
 
+def rows_for_runs(law: Law, params: dict, runs: list, weights: dict | None = None, noise: float = 0.005,
+                  seed: int = 0) -> pd.DataFrame:
+    """Rows of the given runs ({n_params, pretrain_tokens, special_tokens, expert_domain}, e.g. next.json's)
+    measured under `law`: an expert on its own domain, the mixture baseline on every domain; per-path D'."""
+    weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
+    domains = list(weights)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in runs:
+        n, d, dp, expert = float(r["n_params"]), float(r["pretrain_tokens"]), float(r["special_tokens"]), \
+            str(r["expert_domain"])
+        run_id = hashlib.sha1(f"{n}|{d}|{dp}|{expert}".encode()).hexdigest()[:12]
+        for ev in (domains if expert == MIXTURE else [expert]):
+            rows.append(dict(sweep="synthetic", run_id=run_id, n_params=n, pretrain_tokens=d, special_tokens=dp,
+                             expert_domain=expert, eval_domain=ev, mixture_weight=weights[ev], status="ok",
+                             flops=6.0 * n * (d + dp)))
+    df = pd.DataFrame(rows)
+    if len(df):
+        loss = law_loss(law, params, LawInputs.from_table(df, domains), domains)
+        df["eval_loss"] = loss * np.exp(noise * rng.standard_normal(len(loss)))
+    return df
+
+
 TRUE_PARAMS = {
     # Scaled so that N = 1e6..1.6e7 and T = 10N..40N give losses of about 3-5 nats.
     "chinchilla": dict(E=1.8, A=100.0, B=200.0, alpha=0.34, beta=0.30),

@@ -13,7 +13,8 @@ sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]
 from analysis.cli import main
 from analysis.fit import fit_law
 from analysis.inputs import LawInputs
-from analysis.intervals import coverage, coverage_sentence, heldout_coverage, prediction_interval
+from analysis.intervals import (coverage, coverage_sentence, fit_residuals, heldout_coverage, prediction_interval,
+                                residual_pool, rollout_residuals, rollout_steps)
 from analysis.io import domain_weights, load_results, select_rows
 from analysis.laws import LAWS
 from analysis.split import choose_split
@@ -269,5 +270,6 @@ def test_prediction_interval_from_the_data_the_fit_carries(noisy):
     if getattr(fit, "problem", None) is None:
         pytest.skip("this FitResult does not carry its data")
     x = LawInputs.from_table(rows, fit.domains)
-    assert np.allclose(prediction_interval(fit, x, 0.8), prediction_interval(fit, x, 0.8, rows=rows))
-    assert coverage(fit, rows, 0.8) == coverage(fit, rows, 0.8, train_rows=rows)
+    own = fit_residuals(fit, rows)
+    assert np.allclose(prediction_interval(fit, x, 0.8), prediction_interval(fit, x, 0.8, residuals=own))
+    assert coverage(fit, rows, 0.8) == coverage(fit, rows, 0.8, residuals=own)

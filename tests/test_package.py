@@ -37,7 +37,7 @@ def test_help_lists_the_groups_every_named_sweep_and_the_verbs_and_only_the_proj
     for path in sorted((REPO / "sweeps").glob("*.yaml")):
         assert f"\n  {path.stem} " in named, f"sweeps/{path.name} is not described in conf/hydra/help/splitsweep.yaml"
     for verb in ("splitsweep-analysis fit", "splitsweep-analysis split", "splitsweep-analysis report",
-                 "splitsweep-status"):
+                 "splitsweep-analysis next", "splitsweep-status"):
         assert verb in text, verb
     # the search path holds the project's groups only: no repository folders, no stray groups
     assert "conf/" not in text and "outputs" not in text.split("Named sweeps")[0] and "eval_tasks" not in text
