@@ -51,16 +51,20 @@ from .split import domain_weights as split_weights
 from .validate import rel_error
 
 TRUST = "How far to trust this report"
+NEXT_SECTION = "What to run next"
+NEXT_BUDGET_SHARE = 0.1  # the report proposes runs worth a tenth of the sweep's own training compute
+NEXT_TABLE_ROWS = 20
+
 FIT_SECTIONS = (
     "Fitted parameters", "Measured vs predicted", "Loss against D'", "Held-out extrapolation",
     "Held-out interpolation (k-fold)", "Optimal split", "Predicted gain over pretraining only",
 )
 SECTIONS = (TRUST, "Recommendation", "Data", "Measured split curves (no fit)", "Laws and held-out validation",
-            *FIT_SECTIONS, "Downstream accuracy", "Notes")
+            *FIT_SECTIONS, NEXT_SECTION, "Downstream accuracy", "Notes")
 
 # Every file build_report writes (figures by their Doc.figure names). Only these are ever removed.
 REPORT_FILES = (
-    "report.md", "report.html", "fit.json", "split.json", "measured_loss.png", "measured_recall.png",
+    "report.md", "report.html", "fit.json", "split.json", "next.json", "measured_loss.png", "measured_recall.png",
     "measured_vs_predicted.png", "loss_vs_special.png", "heldout.png", "heldout_kfold.png", "split_curve.png",
     "fraction_vs_budget.png", "fraction_vs_n.png", "downstream.png",
 )
@@ -229,7 +233,8 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
                  accounting: str | None = None, *, n_params: float | None = None,
                  selection: str = DEFAULT_SELECTION, per_domain: bool | None = None, weighting="equal",
                  batch_tokens: int | None = None, seed: int = 0, progress: bool = True, downstream=None,
-                 extrapolate: bool = False, coverage_bootstrap: int = COVERAGE_BOOTSTRAP) -> Path:
+                 extrapolate: bool = False, coverage_bootstrap: int = COVERAGE_BOOTSTRAP,
+                 next_budget_share: float = NEXT_BUDGET_SHARE) -> Path:
     """Fit, validate, choose the split and write the report into out_dir; returns the path of report.md.
 
     results: a sweep directory (its results.jsonl), a results file, or a DataFrame.
@@ -242,6 +247,8 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
     extrapolate: search D*/T over all fractions, not only the measured ones (the report then says so).
     coverage_bootstrap: resamples of each held-out refit of the 80% prediction-interval coverage check
     (0 skips it).
+    next_budget_share: the "What to run next" section proposes runs worth this share of the sweep's training
+    compute (0 skips it).
     """
     t0 = time.perf_counter()
     table = load_results(results)
@@ -292,10 +299,14 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
         _params(doc, analysis)
         _predicted(doc, analysis, rows, mix_w, weighting)
         _optimal(doc, analysis, rows, n_q, t_q, acct, mix_w, weighting, split)
+        files["next.json"] = _next_runs(doc, analysis, table, rows, n_q, t_q, acct, batch, weighting, seed,
+                                        next_budget_share, results)
     else:
         for title in FIT_SECTIONS:
             doc.section(title)
             doc.para("No law could be fitted, so there is nothing to show here (see Laws and held-out validation).")
+        doc.section(NEXT_SECTION)
+        doc.para("No law could be fitted, so no run can be proposed from it.")
     _downstream(doc, results, downstream)
     doc.section("Notes")
     for f in analysis.fits.values():
@@ -320,6 +331,52 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
     path = atomic.write_text(out / "report.md", doc.markdown())
     log_progress(f"report written to {path} ({time.perf_counter() - t0:.1f} s)", progress)
     return path
+
+
+def sweep_flops(table: pd.DataFrame) -> float:
+    """Training compute of the trained models (their flops column, else 6·N·(D + D'))."""
+    runs = table.drop_duplicates("run_id")
+    if "flops" in runs.columns and runs["flops"].notna().all():
+        return float(runs["flops"].sum())
+    return float((6 * runs["n_params"] * (runs["pretrain_tokens"] + runs["special_tokens"])).sum())
+
+
+def _next_runs(doc: Doc, analysis: Analysis, table, rows, n_q, t_q, acct, batch, weighting, seed, share,
+               results) -> dict | None:
+    """The section: the runs `python -m analysis next` proposes for this report's question."""
+    from .next_runs import propose
+    doc.section(NEXT_SECTION)
+    if not share:
+        doc.para("Not computed (next_budget_share = 0).")
+        return None
+    budget = share * sweep_flops(table)
+    try:
+        nxt = propose(analysis.split_fit, table, rows, target_n=n_q, target_budget=t_q, accounting=acct,
+                      batch_tokens=batch, compute_budget=budget, weighting=weighting, seed=seed)
+    except AnalysisError as e:
+        doc.para(f"No proposal: {e}")
+        return None
+    axis = "T" if acct == "per-path" else "C"
+    (lo, hi), (elo, ehi) = nxt["current"]["interval"], nxt["expected_interval"]
+    doc.para(f"Spending {share:.0%} of this sweep's training compute ({fmt(budget)} FLOPs) on the "
+             f"{len(nxt['runs'])} runs below ({fmt(nxt['cost_flops'])} FLOPs, counting the seeds the sweep already "
+             f"trained as free) is expected to narrow the 95% interval of D*/{axis} at N = {fmt(n_q)}, "
+             f"{axis} = {fmt(t_q)} from {lo:.3f}–{hi:.3f} to {elo:.3f}–{ehi:.3f} (width x{nxt['width_ratio']:.2f}). "
+             f"Method: {nxt['method']}; costs: {nxt['cost_model']}.")
+    for w in nxt["warnings"]:
+        if "is " in w and "largest fitted N" in w:
+            doc.para(f"Caution: {w}.")
+    header = ["N", "model", "D", "D'", "expert", f"{axis}", f"D/{axis}", "cost (FLOPs)", "width after"]
+    body = [[fmt(r["n_params"]), r.get("model") or "—", fmt(r["pretrain_tokens"]), fmt(r["special_tokens"]),
+             r["expert_domain"], fmt(r["budget_tokens"]), f"{r['pretrain_fraction']:.3f}", fmt(r["cost_flops"]),
+             f"x{r['expected_width_ratio']:.3f}"] for r in nxt["runs"][:NEXT_TABLE_ROWS]]
+    if body:
+        doc.table(header, body)
+    if len(nxt["runs"]) > NEXT_TABLE_ROWS:
+        doc.para(f"... and {len(nxt['runs']) - NEXT_TABLE_ROWS} more (next.json has them all).")
+    doc.para(f"For a ready-to-run sweep of these points: `python -m analysis next {results} --target-n-params "
+             f"{n_q:.6g} --target-budget-tokens {t_q:.6g} --compute-budget {budget:.4g} --out DIR`.")
+    return nxt
 
 
 def _coverage(rows: pd.DataFrame, fit, n_boot: int, seed: int, progress: bool) -> dict:

@@ -10,7 +10,8 @@ from analysis import atomic
 from analysis.cli import main
 from analysis.errors import AnalysisError
 from analysis.laws import LAWS
-from analysis.report import SECTIONS, build_report
+from analysis.io import load_results
+from analysis.report import SECTIONS, build_report, sweep_flops
 from analysis.synthetic import TRUE_PARAMS, make_sweep, phonebook_table
 
 SMALL = dict(n_values=(1e6, 4e6, 16e6), tokens_per_param=(10, 40), fractions=(0, 0.3, 0.6, 1))
@@ -53,6 +54,13 @@ def test_report_on_a_sweep_dir(sweep_dir, tmp_path):
     split = json.loads((tmp_path / "rep" / "split.json").read_text())
     assert {"law", "pretrain_fraction", "pretrain_fraction_ci", "pretrain_tokens", "special_tokens",
             "predicted_loss", "full_pretrain_loss"} <= set(split)
+    # What to run next: a tenth of the sweep's compute, the runs, their cost and the interval expected after
+    nxt = json.loads((tmp_path / "rep" / "next.json").read_text())
+    section = md.split("## What to run next")[1].split("\n## ")[0]
+    assert nxt["runs"] and 0 < nxt["cost_flops"] <= 0.1 * sweep_flops(load_results(sweep_dir)) * (1 + 1e-9)
+    assert f"on the {len(nxt['runs'])} runs below" in section and "| N | model | D | D' |" in section
+    lo, hi = nxt["expected_interval"]
+    assert f"to {lo:.3f}–{hi:.3f}" in section and "python -m analysis next" in section
 
 
 def test_report_on_a_phonebook_table(tmp_path):
