@@ -1,7 +1,8 @@
 """`python -m analysis next`: the runs that most shrink the interval of the split decision, per FLOP.
 
 The decision is D*/T (or D*/C) at the user's target (N, budget); its interval comes from the bootstrap of the
-current fit (split.choose_split). What one more run would do to it is estimated by linearizing the law around
+current fit (split.choose_split), searched over all fractions [0, 1] (the proposed runs are meant to measure
+beyond the fractions measured so far, so the interval is not cut at their edge). What one more run would do to it is estimated by linearizing the law around
 the fit (Epoch's and OLMo's ladders fit by least squares, so the same local picture holds):
 
   - the fit's parameter covariance is Sigma = s2 (J'J)^-1, J the Jacobian of the log loss of the fitted rows
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -330,7 +332,7 @@ def propose(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, *, target_n
            .mean().items()}
     split = choose_split(fit, target_n, target_budget, accounting=accounting, mixture_weights=mix,
                          weighting=weighting, batch_tokens=batch_tokens, rows=rows, seed=seed,
-                         prediction_intervals=objective == "loss")
+                         prediction_intervals=objective == "loss", extrapolate=True)
     weights = domain_weights(fit, mix, weighting)
     budget = Budget(float(target_n), float(target_budget), accounting, k)
     g = decision(fit, budget, weights, mix, objective)
@@ -377,6 +379,7 @@ def propose(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, *, target_n
                    "k_experts": k, "objective": objective},
         "law": fit.law.name,
         "current": {"value": centre, "interval": [float(lo), float(hi)],
+                    "searched": "all fractions [0, 1]: the runs proposed are meant to reach beyond the measured ones",
                     "pretrain_fraction": split["pretrain_fraction"],
                     "pretrain_fraction_ci": split["pretrain_fraction_ci"]},
         "expected_interval": [float(v) for v in expected],
@@ -437,26 +440,44 @@ def sweep_file(result: dict, base_sweep: str | None, task_overrides: list, name:
 
 
 def command(sweeps_dir: Path, name: str, task_overrides: list) -> str:
-    extra = " ".join(_quote(o) for o in task_overrides if not o.startswith("sweeps="))
-    return (f"python -m splitsweep -m sweeps={name} 'hydra.searchpath=[file://{sweeps_dir.resolve().parent}]'"
-            + (f" {extra}" if extra else ""))
+    """The shell command that runs the sweep file: its search path, then the first launch's own overrides."""
+    parts = ["python", "-m", "splitsweep", "-m", f"sweeps={name}",
+             f"hydra.searchpath=[file://{sweeps_dir.resolve().parent}]", *task_overrides]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
-def _quote(o: str) -> str:
-    return f"'{o}'" if any(ch in o for ch in "*?[] $") else o
+POINT_KEYS = ("model", "split.tokens_per_param", "split.budget_tokens", "split.pretrain_fraction",
+              "split.expert_domain", "split.pretrain_tokens", "split.special_tokens")
 
 
-def base_sweep(results) -> tuple[str | None, list]:
-    """(the sweeps=<name> config the records' sweep was launched with, that launch's other overrides), read
-    from the sweep directory's launches.jsonl; (None, []) for foreign records."""
+def base_sweep(results) -> tuple[str | None, list, list]:
+    """(the sweeps=<name> config the records' sweep was launched with, that launch's other overrides, the ones
+    left out), read from the sweep directory's launches.jsonl; (None, [], []) for foreign records.
+
+    The points set the model and the split, so the launch's overrides of those go; so does any other grid axis
+    (a sweep over values: the points are single runs), which is said."""
     path = Path(results)
     from splitsweep.status import launches  # the sweep's own reader of its manifest
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    parser = OverridesParser.create()
     for launch in reversed(launches(path if path.is_dir() else path.parent)):
         argv = [a for a in launch.get("argv", [])[1:] if a not in ("-m", "--multirun")]
-        names = [a.split("=", 1)[1] for a in argv if a.startswith("sweeps=")]
-        if names:
-            return names[-1], [a for a in argv if not a.startswith("sweeps=")]
-    return None, []
+        if not argv:
+            continue
+        base, keep, dropped = None, [], []
+        for a in argv:
+            o = parser.parse_override(a)
+            key = o.get_key_element().lstrip("+~")
+            if key == "sweeps":
+                base = o.value()
+            elif key in POINT_KEYS:
+                continue
+            elif o.is_sweep_override():
+                dropped.append(a)
+            else:
+                keep.append(a)
+        return base, keep, dropped
+    return None, [], []
 
 
 def write_next(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, args) -> dict:
@@ -469,7 +490,10 @@ def write_next(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, args) ->
     result = propose(fit, table, rows, target_n=args.target_n_params, target_budget=args.target_budget_tokens,
                      accounting=sweep["accounting"], batch_tokens=batch, compute_budget=args.compute_budget,
                      max_runs=args.max_runs, objective=args.objective, weighting=args.weights, seed=args.seed)
-    base, overrides = base_sweep(args.results)
+    base, overrides, dropped = base_sweep(args.results)
+    if dropped:
+        result["warnings"].append(f"the sweep's launch swept {', '.join(dropped)}: the proposed points run at the "
+                                  "configured value of each (add it to the command to choose one)")
     stem = args.name or base or (str(table["sweep"].iloc[0]) if "sweep" in table.columns else "sweep")
     name = f"{stem}_next"
     sweeps_dir = Path(args.out) / "sweeps"
