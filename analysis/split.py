@@ -660,6 +660,22 @@ def choose_split(fit: FitResult, n_params: float, budget_tokens: float, *, accou
     return out
 
 
+def _search_scales(fit: FitResult, rows, accounting: str, k: int, extrapolate: bool):
+    """The measured scales whose fractions bound a search, or None (no rows, or extrapolating)."""
+    if rows is None or extrapolate:
+        return None
+    paths = path_rows(rows, fit.domains, accounting, k)
+    return measured_scales(paths, accounting, k) if len(paths) else None
+
+
+def _search_bounds(scales, n: float, tokens: float, accounting: str) -> tuple:
+    """The measured fractions of the scale nearest (n, tokens), or all of [0, 1] without scales."""
+    if not scales:
+        return FULL_RANGE
+    s = nearest_scale(scales, n, tokens, accounting)
+    return s["fractions"][0], s["fractions"][-1]
+
+
 def choose_model_size(fit: FitResult, compute_flops: float, n_range, *, accounting="per-path",
                       mixture_weights: dict, weighting="equal", batch_tokens=None, points: int = 121,
                       rows: pd.DataFrame | None = None, extrapolate: bool = False) -> dict:
@@ -675,19 +691,13 @@ def choose_model_size(fit: FitResult, compute_flops: float, n_range, *, accounti
         raise AnalysisError(f"compute budget must be positive FLOPs, got {compute_flops!r}")
     weights = domain_weights(fit, mixture_weights, weighting)
     k = len(fit.domains)
-    scales = None
-    if rows is not None and not extrapolate:
-        paths = path_rows(rows, fit.domains, accounting, k)
-        scales = measured_scales(paths, accounting, k) if len(paths) else None
+    scales = _search_scales(fit, rows, accounting, k, extrapolate)
     best = None
     for n in np.geomspace(n_range[0], n_range[1], points):
         tokens = compute_flops / (6.0 * n)
         if batch_tokens and tokens < batch_tokens * (k if accounting == "shared-seed" else 1):
             continue
-        bounds = FULL_RANGE
-        if scales:
-            s = nearest_scale(scales, n, tokens, accounting)
-            bounds = (s["fractions"][0], s["fractions"][-1])
+        bounds = _search_bounds(scales, n, tokens, accounting)
         frac, loss, _ = optimal_fraction(fit, Budget(n, tokens, accounting, k), weights, mixture_weights,
                                          bounds=bounds)
         if best is None or loss < best[2]:
@@ -711,17 +721,11 @@ def fraction_curve(fit: FitResult, n_params, budgets, *, accounting, mixture_wei
     """
     weights = domain_weights(fit, mixture_weights, weighting)
     k = len(fit.domains)
-    scales = None
-    if rows is not None and not extrapolate:
-        paths = path_rows(rows, fit.domains, accounting, k)
-        scales = measured_scales(paths, accounting, k) if len(paths) else None
+    scales = _search_scales(fit, rows, accounting, k, extrapolate)
     rows_out = []
     for n, t in zip(np.broadcast_to(n_params, np.shape(budgets)), budgets):
         b = Budget(float(n), float(t), accounting, k)
-        bounds = FULL_RANGE
-        if scales:
-            s = nearest_scale(scales, float(n), float(t), accounting)
-            bounds = (s["fractions"][0], s["fractions"][-1])
+        bounds = _search_bounds(scales, float(n), float(t), accounting)
         frac, loss, _ = optimal_fraction(fit, b, weights, mixture_weights, bounds=bounds)
         full = float(path_loss(fit, b, np.array([1.0]), weights, mixture_weights)[0])
         boot = [optimal_fraction(fit, b, weights, mixture_weights, th, bounds=bounds)[0]
