@@ -7,7 +7,9 @@ the fit (Epoch's and OLMo's ladders fit by least squares, so the same local pict
 
   - the fit's parameter covariance is Sigma = s2 (J'J)^-1, J the Jacobian of the log loss of the fitted rows
     with respect to the free parameters (weighted like the fit), s2 the variance of the weighted residuals;
-  - the decision's sensitivity g = d(D*/T)/d theta, by central differences of the split optimum itself;
+  - the decision's sensitivity g = d(D*/T)/d theta, by central differences of the split optimum (on an edge of
+    [0, 1], where the argmin does not move, of the optimum smoothed over the fractions the fit cannot tell from
+    it at its noise level, see `decision`);
   - a run adds its rows (an expert: its own domain; the mixture baseline and pretraining only: every domain)
     to J, and the variance g' Sigma g falls by g' Sigma Jc' (s2 I + Jc Sigma Jc')^-1 Jc Sigma g (Woodbury).
 
@@ -37,7 +39,7 @@ from .errors import AnalysisError
 from .fit import FitResult, Problem
 from .inputs import LawInputs
 from .io import MIXTURE
-from .split import Budget, FULL_RANGE, choose_split, domain_weights, optimal_fraction
+from .split import GRID, Budget, FULL_RANGE, choose_split, domain_weights, optimal_fraction, path_loss
 
 MAX_TARGET_FACTOR = 100.0  # a target beyond 100x the largest fitted N is no prediction of this grid
 FRACTIONS = tuple(np.arange(1, 9) / 8)  # eighths, 1/8 .. 1 (1 = pretraining only)
@@ -220,12 +222,22 @@ def candidate_rows(fit: FitResult, c: Candidate, mixture_weights: dict) -> LawIn
                           for j, dom in enumerate(doms)])
 
 
-def decision(fit: FitResult, budget: Budget, weights: dict, mixture_weights: dict, objective: str):
-    """theta -> the decision's value: D*/T (objective 'fraction') or log of the loss at D* ('loss')."""
+def decision(fit: FitResult, budget: Budget, weights: dict, mixture_weights: dict, objective: str,
+             tau: float | None = None):
+    """theta -> the decision's value: D*/T (objective 'fraction') or log of the loss at D* ('loss').
+
+    With tau, D*/T is smoothed: the mean of the fractions weighted by exp(-(log L(f) - log L(D*)) / tau), tau the
+    fit's noise in log loss, so the fractions the fit cannot tell from the optimum share the weight. Used when
+    D* sits on an edge of [0, 1], where the argmin itself does not move with the parameters."""
     def g(theta):
-        f, loss, _ = optimal_fraction(fit, budget, weights, mixture_weights, theta=theta,
-                                      bounds=FULL_RANGE)
-        return f if objective == "fraction" else math.log(loss)
+        if objective == "loss":
+            return math.log(optimal_fraction(fit, budget, weights, mixture_weights, theta=theta,
+                                             bounds=FULL_RANGE)[1])
+        if tau is None:
+            return optimal_fraction(fit, budget, weights, mixture_weights, theta=theta, bounds=FULL_RANGE)[0]
+        log_l = np.log(path_loss(fit, budget, GRID, weights, mixture_weights, theta))
+        w = np.exp(-(log_l - log_l.min()) / tau)
+        return float(np.sum(GRID * w) / np.sum(w))
     return g
 
 
@@ -335,10 +347,12 @@ def propose(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, *, target_n
                          prediction_intervals=objective == "loss", extrapolate=True)
     weights = domain_weights(fit, mix, weighting)
     budget = Budget(float(target_n), float(target_budget), accounting, k)
-    g = decision(fit, budget, weights, mix, objective)
-    theta = np.asarray(fit.theta, float).ravel()
-    grad = sensitivity(g, theta)
     jac, s2, row_scale = information(fit)
+    theta = np.asarray(fit.theta, float).ravel()
+    grad = sensitivity(decision(fit, budget, weights, mix, objective), theta)
+    smoothed = objective == "fraction" and not np.any(grad)
+    if smoothed:  # D* on an edge: the argmin has no gradient, its smoothed value does
+        grad = sensitivity(decision(fit, budget, weights, mix, objective, tau=max(math.sqrt(s2), 1e-4)), theta)
     info = jac.T @ jac
     ridge = 1e-9 * max(np.trace(info) / len(theta), 1e-12)
     sigma0 = s2 * np.linalg.pinv(info + ridge * np.eye(len(theta)))
@@ -396,7 +410,9 @@ def propose(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, *, target_n
                        "tokens past the longest trained seed at or below D of its size, the expert phase always "
                        f"(the baseline K·D' under shared-seed), pretraining only its stable phase plus a "
                        f"{cooldown:.0%} decay; evaluation is not counted"),
-        "method": "linearized expected variance reduction (Woodbury) of the decision per FLOP, greedy",
+        "method": ("linearized expected variance reduction (Woodbury) of the decision per FLOP, greedy"
+                   + ("; D* is on an edge of [0, 1], so its sensitivity is that of D* smoothed over the fractions "
+                      "within the fit's noise of the optimum" if smoothed else "")),
         "warnings": warnings_ + list(split.get("warnings", [])),
     }
 
@@ -414,8 +430,9 @@ def _cooldown_fraction(table: pd.DataFrame) -> float:
 
 # ---- the sweep file ---------------------------------------------------------------------------------------
 
-def sweep_file(result: dict, base_sweep: str | None, task_overrides: list, name: str) -> str:
-    """A sweep that runs exactly the proposed points (hydra/sweeper=points) on top of the base sweep."""
+def sweep_file(result: dict, base_sweep: str | None, sweep_name: str | None) -> str:
+    """A sweep that runs exactly the proposed points (hydra/sweeper=points) on top of the base sweep, into the
+    records' own sweep (`sweep_name`)."""
     lines = ["# @package _global_",
              f"# Proposed by `python -m analysis next` for N = {result['target']['n_params']:.4g}, budget "
              f"{result['target']['budget_tokens']:.4g} ({result['target']['accounting']}):",
@@ -426,8 +443,8 @@ def sweep_file(result: dict, base_sweep: str | None, task_overrides: list, name:
     if base_sweep:
         lines.append(f"  - {base_sweep}")
     lines += ["  - override /hydra/sweeper: points", "  - _self_", ""]
-    if base_sweep:
-        lines.append(f"sweep_name: {base_sweep}   # the new rows join the base sweep's table; seeds are reused")
+    if sweep_name:
+        lines.append(f"sweep_name: {sweep_name}   # the new rows join the sweep's table; its seeds are reused")
     lines += ["hydra:", "  sweeper:", "    points:"]
     for run in result["runs"]:
         point = []
@@ -452,7 +469,8 @@ POINT_KEYS = ("model", "split.tokens_per_param", "split.budget_tokens", "split.p
 
 def base_sweep(results) -> tuple[str | None, list, list]:
     """(the sweeps=<name> config the records' sweep was launched with, that launch's other overrides, the ones
-    left out), read from the sweep directory's launches.jsonl; (None, [], []) for foreign records.
+    left out), read from the sweep directory's first launch (launches.jsonl; later ones may be earlier
+    proposals' sweep files); (None, [], []) for foreign records.
 
     The points set the model and the split, so the launch's overrides of those go; so does any other grid axis
     (a sweep over values: the points are single runs), which is said."""
@@ -460,7 +478,7 @@ def base_sweep(results) -> tuple[str | None, list, list]:
     from splitsweep.status import launches  # the sweep's own reader of its manifest
     from hydra.core.override_parser.overrides_parser import OverridesParser
     parser = OverridesParser.create()
-    for launch in reversed(launches(path if path.is_dir() else path.parent)):
+    for launch in launches(path if path.is_dir() else path.parent):
         argv = [a for a in launch.get("argv", [])[1:] if a not in ("-m", "--multirun")]
         if not argv:
             continue
@@ -470,7 +488,7 @@ def base_sweep(results) -> tuple[str | None, list, list]:
             key = o.get_key_element().lstrip("+~")
             if key == "sweeps":
                 base = o.value()
-            elif key in POINT_KEYS:
+            elif key in POINT_KEYS or key.startswith("hydra.searchpath"):
                 continue
             elif o.is_sweep_override():
                 dropped.append(a)
@@ -494,10 +512,10 @@ def write_next(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, args) ->
     if dropped:
         result["warnings"].append(f"the sweep's launch swept {', '.join(dropped)}: the proposed points run at the "
                                   "configured value of each (add it to the command to choose one)")
-    stem = args.name or base or (str(table["sweep"].iloc[0]) if "sweep" in table.columns else "sweep")
-    name = f"{stem}_next"
+    recorded = str(table["sweep"].iloc[0]) if "sweep" in table.columns and table["sweep"].nunique() == 1 else None
+    name = f"{args.name or recorded or base or 'sweep'}_next"
     sweeps_dir = Path(args.out) / "sweeps"
-    path = atomic.write_text(sweeps_dir / f"{name}.yaml", sweep_file(result, base, overrides, name))
+    path = atomic.write_text(sweeps_dir / f"{name}.yaml", sweep_file(result, base, recorded))
     result["sweep_file"] = str(path)
     result["command"] = command(sweeps_dir, name, overrides)
     result["accounting_source"] = sweep["source"]

@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Tiny real runs on the embedded phonebook: 3-layer models of the ladder family, shared-seed accounting.
+# Tiny real runs of the real-text ladder's config (its 3-layer sizes, lr(N), shared seed) on a small local corpus:
+# 2 sizes, 2 budgets, fractions 1/2 and 1 only, and little held-out text.
 POOR_GRID = [
-    "model=llama_21k,llama_38k", "split.accounting=shared_seed", "split.tokens_per_param=2,6",
-    "split.pretrain_fraction=0.5,1.0", "split.expert_domain=each", "train.global_batch=8", "train.seq_len=64",
-    "train.warmup_steps=2", "train.checkpoint_every_steps=50", "train.progress_every_s=1000", "train.eval_batch=8",
-    "data.entries_per_domain=20", "data.heldout_sequences=2", "train.device=cpu", "logger.mode=disabled",
-    "report.enabled=false", "sweep_name=next_loop",
+    "sweeps=realtext_ladder", "model=llama_21k,llama_38k", "split.tokens_per_param=2,6",
+    "split.pretrain_fraction=0.5,1.0", "data.heldout_tokens=16384", "train.checkpoint_every_steps=100",
+    "logger.mode=disabled", "report.enabled=false", "sweep_name=next_loop",
 ]
 LAW = ["--law", "two_source", "--shared-coefficients"]
 
@@ -43,8 +42,13 @@ def loop(root: Path, rounds: int = 3, max_runs: int = 4, n_bootstrap: int = 20, 
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SPLITSWEEP_OUTPUT=str(root / "outputs"))
     sweep = root / "outputs" / "sweeps" / "next_loop"
+    corpus = root / "corpus"
     history = []
     with open(root / "loop.log", "a") as log:
+        if not corpus.exists():
+            run([sys.executable, "-m", "splitsweep.data.local_corpus", str(corpus), "--mb-per-domain", "2",
+                 "--shards", "2"], env, log)
+        grid = [*grid, f"data.data_files={corpus}/*.jsonl"]
         _, train_s = run([sys.executable, "-m", "splitsweep", "-m", *grid], env, log)
         for r in range(rounds + 1):
             out = root / f"next_{r}"

@@ -1,6 +1,7 @@
 """The loop of issue #15 with real training: a deliberately poor grid (2 sizes, 2 budgets, fractions 1/2 and 1),
 then three rounds of `python -m analysis next` whose printed command is run as is (the sweep file of exactly the
-proposed points), each followed by a refit: the interval of D*/C at the target narrows every round."""
+proposed points), each followed by a refit: after three rounds the interval of D*/C at the target is narrower than
+on the poor grid. (Not every round narrows it: measured 0.77, 0.44, 0.47, 0.31; benchmarks/README.md §9.)"""
 import sys
 from pathlib import Path
 
@@ -12,6 +13,6 @@ def test_three_rounds_of_next_narrow_the_interval(tmp_path):
     history = next_loop.loop(tmp_path, rounds=3, max_runs=4, n_bootstrap=20)
     widths = [h["width"] for h in history]
     assert len(widths) == 4 and all(h["runs"] == 4 and h["cost_flops"] > 0 for h in history[:3])
-    assert all(b < a for a, b in zip(widths, widths[1:])), widths
+    assert widths[-1] < widths[0] and min(widths[1:]) < widths[0], widths
     rows = (tmp_path / "outputs" / "sweeps" / "next_loop" / "results.jsonl").read_text().splitlines()
     assert len(rows) > 24  # the proposed runs joined the sweep's own table
