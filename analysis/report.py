@@ -358,9 +358,10 @@ def _next_runs(doc: Doc, analysis: Analysis, table, rows, n_q, t_q, acct, batch,
         return None
     axis = "T" if acct == "per-path" else "C"
     (lo, hi), (elo, ehi) = nxt["current"]["interval"], nxt["expected_interval"]
-    doc.para(f"Spending {share:.0%} of this sweep's training compute ({fmt(budget)} FLOPs) on the "
-             f"{len(nxt['runs'])} runs below ({fmt(nxt['cost_flops'])} FLOPs, counting the seeds the sweep already "
-             f"trained as free) is expected to narrow the 95% interval of D*/{axis} at N = {fmt(n_q)}, "
+    shown = " (below)" if len(nxt["runs"]) <= NEXT_TABLE_ROWS else f" (the first {NEXT_TABLE_ROWS} below)"
+    doc.para(f"Spending {share:.0%} of this sweep's training compute ({fmt(budget)} FLOPs) on "
+             f"{len(nxt['runs'])} runs{shown}, {fmt(nxt['cost_flops'])} FLOPs counting the seeds the sweep already "
+             f"trained as free, is expected to narrow the 95% interval of D*/{axis} at N = {fmt(n_q)}, "
              f"{axis} = {fmt(t_q)} from {lo:.3f}–{hi:.3f} to {elo:.3f}–{ehi:.3f} (width x{nxt['width_ratio']:.2f}). "
              f"Method: {nxt['method']}; costs: {nxt['cost_model']}.")
     for w in nxt["warnings"]:

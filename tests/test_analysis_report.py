@@ -58,7 +58,7 @@ def test_report_on_a_sweep_dir(sweep_dir, tmp_path):
     nxt = json.loads((tmp_path / "rep" / "next.json").read_text())
     section = md.split("## What to run next")[1].split("\n## ")[0]
     assert nxt["runs"] and 0 < nxt["cost_flops"] <= 0.1 * sweep_flops(load_results(sweep_dir)) * (1 + 1e-9)
-    assert f"on the {len(nxt['runs'])} runs below" in section and "| N | model | D | D' |" in section
+    assert f"on {len(nxt['runs'])} runs" in section and "| N | model | D | D' |" in section
     lo, hi = nxt["expected_interval"]
     assert f"to {lo:.3f}–{hi:.3f}" in section and "python -m analysis next" in section
 
