@@ -16,7 +16,7 @@ fitted on the smaller sizes only, and the largest budget of each size by a fit w
 step as the held-out checks. They carry a seed trajectory's own noise (one trajectory per N), the law's
 misfit and the parameters' drift with the data. With too few sizes or budgets for any rollout, the fit's own
 residuals are used, scaled up by sqrt(n / (n - p)) (p free parameters: a fit is closer to its own rows than to
-a new run by about that factor). `residual_source` says which pool an interval used.
+a new run by about that factor). `residual_pool` also says which pool an interval used.
 
 Without rows= the data a FitResult carries (its `problem`, where fit_law stores one) give its own residuals;
 residuals= passes a pool explicitly.
@@ -75,13 +75,6 @@ def problem_residuals(fit: FitResult) -> np.ndarray | None:
 ROLLOUT_MIN_SIZES = 3  # a rollout step fits on at least this many model sizes
 
 
-def _log_residuals(fit: FitResult, rows: pd.DataFrame) -> np.ndarray:
-    rows = rows[rows["eval_domain"].isin(fit.domains)]
-    if len(rows) == 0:
-        return np.empty(0)
-    return np.log(rows["eval_loss"].to_numpy(float)) - np.log(fit.predict(LawInputs.from_table(rows, fit.domains)))
-
-
 def rollout_steps(rows: pd.DataFrame, min_sizes: int = ROLLOUT_MIN_SIZES) -> list:
     """[(what is predicted, training mask)]: each model size after the first `min_sizes` from the smaller
     sizes, and the largest budget of each size from the rest when every size has at least 3 budgets."""
@@ -105,9 +98,9 @@ def rollout_residuals(fit: FitResult, rows: pd.DataFrame, min_sizes: int = ROLLO
         train.attrs.update(rows.attrs)
         try:
             part = fit_law(train, fit.law, per_domain=fit.layout.per_domain, domains=list(fit.domains))
+            pools.append(fit_residuals(part, rows[~mask], inflate=False))
         except AnalysisError:
             continue
-        pools.append(_log_residuals(part, rows[~mask]))
     pool = np.concatenate(pools) if pools else np.empty(0)
     pool = pool[np.isfinite(pool)]
     return pool if len(pool) else None
