@@ -108,7 +108,7 @@ def ladder_sizes(table: pd.DataFrame, target_n: float) -> list:
     if "model" in table.columns and table["model"].notna().all():
         for name, n in table.groupby("model")["n_params"].first().items():
             models[float(n)] = str(name)
-        models.update(_conf_models(set(models.values()), target_n))
+        models.update(_conf_models(set(models.values())))
         return sorted((n, m) for n, m in models.items() if measured[0] <= n <= target_n * 1.001)
     sizes = set(measured)
     n = measured[-1]
@@ -119,7 +119,7 @@ def ladder_sizes(table: pd.DataFrame, target_n: float) -> list:
     return sorted((n, None) for n in sizes if n <= target_n * 1.001)
 
 
-def _conf_models(names: set, target_n: float) -> dict:
+def _conf_models(names: set) -> dict:
     """{N: name} of conf/model entries with the depth of the named models (the ladder's family)."""
     conf = Path(__file__).resolve().parents[1] / "conf" / "model"
     if not conf.is_dir():
