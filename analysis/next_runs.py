@@ -38,7 +38,8 @@ import pandas as pd
 from .errors import AnalysisError
 from .fit import FitResult, Problem
 from .inputs import LawInputs
-from .io import MIXTURE
+from .io import MIXTURE, budget_of
+from .io import domain_weights as mixture_weights_of
 from .split import GRID, Budget, FULL_RANGE, choose_split, domain_weights, optimal_fraction, path_loss
 
 MAX_TARGET_FACTOR = 100.0  # a target beyond 100x the largest fitted N is no prediction of this grid
@@ -136,13 +137,6 @@ def _round(v: float, step: float) -> float:
     return max(step, round(v / step) * step) if step else v
 
 
-def row_budgets(table: pd.DataFrame, accounting: str, k: int) -> np.ndarray:
-    """Each row's budget in the accounting: D + D' (D + K·D' for a shared seed's expert)."""
-    d, dp = table["pretrain_tokens"].to_numpy(float), table["special_tokens"].to_numpy(float)
-    expert = (table["expert_domain"] != MIXTURE).to_numpy()
-    return d + dp * np.where(expert & (accounting == "shared-seed"), k, 1)
-
-
 def _clusters(values, ratio: float = 1.15) -> list:
     """Values within `ratio` of their neighbour are one value (their median): budgets rounded to whole steps
     state one tokens-per-parameter a little differently at each N."""
@@ -161,7 +155,7 @@ def candidates(table: pd.DataFrame, domains: list, target_n: float, target_budge
     D'; the baseline's the whole continuation on the mixture (K·D' under shared-seed), as the records store."""
     n_col = table["n_params"].to_numpy(float)
     d_col = table["pretrain_tokens"].to_numpy(float)
-    budget = row_budgets(table, accounting, k)
+    budget = budget_of(table, accounting, k).to_numpy(float)
     per_expert = k if accounting == "shared-seed" else 1
     tpp = _clusters(list(budget / n_col) + [target_budget / target_n])
     fractions = sorted(set(FRACTIONS) | {round(float(f), 4) for f in d_col / budget})
@@ -340,8 +334,7 @@ def propose(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, *, target_n
     exist); `rows`: the rows `fit` was fitted on."""
     warnings_ = check_request(rows, target_n, target_budget, compute_budget, max_runs, objective)
     k = len(fit.domains)
-    mix = {d: float(w) for d, w in rows[rows["eval_domain"] != MIXTURE].groupby("eval_domain")["mixture_weight"]
-           .mean().items()}
+    mix = mixture_weights_of(rows)
     split = choose_split(fit, target_n, target_budget, accounting=accounting, mixture_weights=mix,
                          weighting=weighting, batch_tokens=batch_tokens, rows=rows, seed=seed,
                          prediction_intervals=objective == "loss", extrapolate=True)
