@@ -1,4 +1,4 @@
-"""pytest plugin: a real single-node SLURM cluster for the tests (see tests/slurm/README.md).
+"""pytest plugin: a real single-node SLURM cluster for the tests, and a 2-node one (see tests/slurm/README.md).
 
 Load it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.slurm_cluster"]``; then any test can ask
 for the session-scoped ``slurm_cluster`` fixture and should be marked ``@pytest.mark.slurm``.
@@ -12,6 +12,12 @@ by PID (``tests/slurm/stop.sh``) only if this session started them, and only whe
 on the machine is still using the same cluster. Sessions are tracked as root only, by marks holding each
 pytest process's boot id and start time (a killed session's mark counts for nothing, even once its PID is
 reused); as another user the fixture only uses a running cluster and cancels nothing.
+
+The module-scoped ``slurm_cluster_2nodes`` fixture does the same for a 2-node cluster (``start.sh`` with
+``SPLITSWEEP_SLURM_NODES=2``: each node a network namespace with its own address and slurmd), in its own state
+dir (``$SPLITSWEEP_SLURM_DIR-2nodes``) on its own ports (the single-node base + 10), and always stops it at
+the end (the last session using it stops it; namespaces, veths and bridge are removed), also when it failed
+to start.
 
 Environment:
   SPLITSWEEP_SLURM=0        skip every ``slurm`` test without trying to start anything
@@ -40,16 +46,18 @@ import pytest
 SLURM_DIR = Path(__file__).resolve().parent / "slurm"
 REPO_ROOT = SLURM_DIR.parents[1]
 START_TIMEOUT_S = 900  # a cold install on a slow mirror; a warm start takes seconds
+DEFAULT_DIR = "/tmp/splitsweep-slurm"
+DEFAULT_PORT_BASE = 16817
 
 
 @dataclasses.dataclass
 class SlurmCluster:
-    """A running single-node cluster, as described by ``$state_dir/cluster.json``."""
+    """A running cluster, as described by ``$state_dir/cluster.json``."""
 
     state_dir: Path
     partition: str
-    cpus: int  # CPUs of the (single) node
-    mem_mb: int  # RealMemory of the node
+    cpus: int  # CPUs of each node
+    mem_mb: int  # RealMemory of each node
     def_mem_per_cpu_mb: int  # what a job gets per CPU when it does not ask for memory
     cluster_name: str
     node: str
@@ -58,6 +66,9 @@ class SlurmCluster:
     started: bool  # True if this session started the daemons (and will stop them)
     install_s: float
     start_s: float
+    nodes: list[str] = dataclasses.field(default_factory=list)  # ["localhost"], or ["node1", "node2"]
+    addresses: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> NodeAddr
+    network_namespaces: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> netns ({} on 1 node)
 
     @property
     def mem_gb(self) -> float:
@@ -83,6 +94,9 @@ class SlurmCluster:
             started=started,
             install_s=info["install_ms"] / 1000 if started else 0.0,
             start_s=info["start_ms"] / 1000 if started else 0.0,
+            nodes=list(info.get("nodes", [info["node"]])),
+            addresses=dict(info.get("addresses", {})),
+            network_namespaces=dict(info.get("network_namespaces", {})),
         )
 
     # ---------------------------------------------------------------- helpers for tests
@@ -153,7 +167,8 @@ class SlurmCluster:
     def logs_tail(self, lines: int = 30) -> str:
         """Tails of the daemons' logs, for failure messages."""
         parts = []
-        for name in ("slurmctld.log", "slurmd.log", "slurmdbd.log"):
+        slurmds = ["slurmd.log", *sorted(p.name for p in self.log_dir.glob("slurmd-*.log"))]  # one per node
+        for name in ("slurmctld.log", *slurmds, "slurmdbd.log"):
             path = self.log_dir / name
             if path.exists():
                 text = path.read_text(errors="replace").splitlines()[-lines:]
@@ -296,18 +311,36 @@ def _cancel_leftover_jobs(state_dir: Path, timeout: float = 90) -> tp.Optional[s
            f"{time.monotonic() - t0:.1f}s"
 
 
-def _run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+def _run_script(name: str, *args: str, timeout: float, env: tp.Optional[dict] = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(SLURM_DIR / name), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        ["bash", str(SLURM_DIR / name), *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> tp.Iterator[SlurmCluster]:
     """Session-wide real SLURM cluster; see the module docstring."""
+    state_dir = Path(os.environ.get("SPLITSWEEP_SLURM_DIR", DEFAULT_DIR))
+    yield from _cluster(state_dir, {}, always_stop=False)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster_2nodes() -> tp.Iterator[SlurmCluster]:
+    """A 2-node cluster (node1, node2: one network namespace, address and slurmd each), for the module."""
+    state_dir = Path(os.environ.get("SPLITSWEEP_SLURM_DIR", DEFAULT_DIR).rstrip("/") + "-2nodes")
+    port_base = int(os.environ.get("SPLITSWEEP_SLURM_PORT_BASE", "") or DEFAULT_PORT_BASE) + 10
+    script_env = {"SPLITSWEEP_SLURM_DIR": str(state_dir), "SPLITSWEEP_SLURM_PORT_BASE": str(port_base),
+                  "SPLITSWEEP_SLURM_NODES": "2"}
+    yield from _cluster(state_dir, script_env, always_stop=True)
+
+
+def _cluster(state_dir: Path, script_env: dict[str, str], always_stop: bool) -> tp.Iterator[SlurmCluster]:
+    """Start (or reuse) the cluster of ``state_dir`` with ``start.sh`` run under ``script_env``, yield it with
+    SLURM_CONF exported, and stop it at the end: if this session started it (or ``always_stop``), once no
+    other session uses it. With ``always_stop`` a failed start is cleaned up too (namespaces included)."""
     if os.environ.get("SPLITSWEEP_SLURM", "").strip().lower() in ("0", "false", "no", "off"):
         pytest.skip("SLURM tests disabled by SPLITSWEEP_SLURM=0")
-    state_dir = Path(os.environ.get("SPLITSWEEP_SLURM_DIR", "/tmp/splitsweep-slurm"))
     sessions = _Sessions(state_dir)
 
     started = False
@@ -318,7 +351,8 @@ def slurm_cluster() -> tp.Iterator[SlurmCluster]:
             capture_output=True, text=True,
         ) if (state_dir / "cluster.json").exists() else None
         if ping is None or "UP" not in ping.stdout:
-            msg = f"no SLURM cluster runs in {state_dir}; start one with: sudo {SLURM_DIR}/start.sh"
+            settings = "".join(f"{k}={v} " for k, v in script_env.items())
+            msg = f"no SLURM cluster runs in {state_dir}; start one with: sudo {settings}{SLURM_DIR}/start.sh"
             if _required():
                 pytest.fail(msg)
             pytest.skip(msg)
@@ -326,10 +360,15 @@ def slurm_cluster() -> tp.Iterator[SlurmCluster]:
         with _locked(sessions.lock):
             t0 = time.monotonic()
             try:
-                proc = _run_script("start.sh", timeout=START_TIMEOUT_S)
+                proc = _run_script("start.sh", timeout=START_TIMEOUT_S, env=script_env)
             except subprocess.TimeoutExpired as e:
+                if always_stop and not sessions.others():
+                    _run_script("stop.sh", "--quiet", timeout=120, env=script_env)
                 pytest.fail(f"tests/slurm/start.sh did not finish in {START_TIMEOUT_S}s:\n{e.stdout}\n{e.stderr}")
             report = f"tests/slurm/start.sh exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            if proc.returncode != 0 and always_stop and not sessions.others():  # leave nothing half-made
+                stopped = _run_script("stop.sh", timeout=120, env=script_env)
+                report += f"\ntests/slurm/stop.sh (cleanup):\n{stopped.stdout}\n{stopped.stderr}"
             if proc.returncode == 2 and not _required():
                 pytest.skip(f"no SLURM cluster here: {proc.stderr.strip()}")
             if proc.returncode != 0:
@@ -345,10 +384,11 @@ def slurm_cluster() -> tp.Iterator[SlurmCluster]:
             f"{time.monotonic() - t0:.1f}s ({proc.stdout.strip().splitlines()[-2] if started else 'already running'})"
         )
 
-    cluster = SlurmCluster.from_state_dir(state_dir, started=started)
-    saved = {k: os.environ.get(k) for k in cluster.env}
-    os.environ.update(cluster.env)
+    saved: dict[str, tp.Optional[str]] = {}
     try:
+        cluster = SlurmCluster.from_state_dir(state_dir, started=started)
+        saved = {k: os.environ.get(k) for k in cluster.env}
+        os.environ.update(cluster.env)
         yield cluster
     finally:
         for key, value in saved.items():
@@ -357,10 +397,10 @@ def slurm_cluster() -> tp.Iterator[SlurmCluster]:
             else:
                 os.environ[key] = value
         if os.geteuid() == 0:
-            _leave(sessions, started)
+            _leave(sessions, started or always_stop, script_env)
 
 
-def _leave(sessions: _Sessions, started: bool) -> None:
+def _leave(sessions: _Sessions, started: bool, script_env: tp.Optional[dict] = None) -> None:
     keep = _truthy(os.environ.get("SPLITSWEEP_SLURM_KEEP"))
     with _locked(sessions.lock):
         sessions.me.unlink(missing_ok=True)
@@ -372,7 +412,7 @@ def _leave(sessions: _Sessions, started: bool) -> None:
             return
         sessions.stop_flag.unlink(missing_ok=True)
         t0 = time.monotonic()
-        proc = _run_script("stop.sh", timeout=120)
-        _SUMMARY.append(f"slurm_cluster: stopped the cluster in {time.monotonic() - t0:.1f}s")
+        proc = _run_script("stop.sh", timeout=120, env=script_env)
+        _SUMMARY.append(f"slurm_cluster: stopped the cluster in {sessions.dir.parent} in {time.monotonic() - t0:.1f}s")
         if proc.returncode != 0:
             sys.stderr.write(f"[slurm_cluster] tests/slurm/stop.sh failed:\n{proc.stdout}\n{proc.stderr}\n")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # tests/slurm/start.sh - a real single-node SLURM cluster on this machine (localhost), with accounting.
+#   With SPLITSWEEP_SLURM_NODES=N (N >= 2): N nodes, each in its own network namespace (see below).
 #
 #   munged -> mariadbd -> slurmdbd -> slurmctld -> slurmd, all as root, every file under one state dir.
 #   No systemd and no cgroups needed (proctrack/linuxproc, task/none).  Debian 12 / Slurm 22.05 tested;
@@ -22,6 +23,14 @@
 #   SPLITSWEEP_SLURM_MEM_MB     RealMemory of the node in MB                         [as `slurmd -C` reports]
 #   SPLITSWEEP_SLURM_PORT_BASE  slurmctld=BASE, slurmd=BASE+1, slurmdbd=BASE+2, mariadb=BASE+3   [16817]
 #   SPLITSWEEP_SLURM_CRED_EXPIRE job-credential lifetime in s; also how long a requeued job is held [10]
+#   SPLITSWEEP_SLURM_NODES      number of nodes                                      [1]
+#   SPLITSWEEP_SLURM_SUBNET     first three octets of the nodes' /24 when NODES >= 2 [10.213.0]
+#
+# NODES >= 2: node1..nodeN, node i in network namespace splitsweep-BASE-node<i> at SUBNET.i (a veth pair
+# into bridge ssbrBASE, which holds SUBNET.254 in the root namespace, where slurmctld, slurmdbd, mariadb
+# and munged run).  Each slurmd runs in its namespace with its own hostname (a UTS namespace: node<i>) and
+# an /etc/hosts naming every node (a private bind mount of etc/hosts), so its jobs see a node as on a real
+# cluster.  Traffic stays on this machine (the namespaces have no route out).  stop.sh removes them.
 #
 # The last line of stdout is machine-readable: `SPLITSWEEP_SLURM_STARTED=1` when this call started the
 # daemons, `=0` when a healthy cluster was reused.  Exit status 2 means "cannot run here" (not root, no
@@ -116,13 +125,33 @@ MEM=${SPLITSWEEP_SLURM_MEM_MB:-$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=
 DEF_MEM_PER_CPU=$(( MEM / CPUS ))
 MUNGE_SOCKET=$D/munge/munge.socket
 
+# nodes: `localhost` alone, or node1..nodeN in network namespaces (names derived from the port base, which
+# is unique per cluster on a machine)
+NODES=${SPLITSWEEP_SLURM_NODES:-1}
+case "$NODES" in ''|*[!0-9]*|0) cannot "SPLITSWEEP_SLURM_NODES must be a whole number >= 1 (now '$NODES')" ;; esac
+[ "$NODES" -le 250 ] || cannot "SPLITSWEEP_SLURM_NODES must be at most 250 (one /24)"
+NODE_CONF="CPUs=$CPUS Sockets=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$MEM State=UNKNOWN"
+if [ "$NODES" = 1 ]; then
+  NODE_NAMES=localhost; NODELIST=localhost; CTLD_HOST=localhost; SLURMD_FILE=slurmd; SPOOL_D=$D/spool/d
+  NODE_LINES="NodeName=localhost NodeAddr=127.0.0.1 $NODE_CONF"
+else
+  NET=${SPLITSWEEP_SLURM_SUBNET:-10.213.0}
+  [[ "$NET" =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || cannot "SPLITSWEEP_SLURM_SUBNET must be three octets like 10.213.0 (now '$NET')"
+  NODE_NAMES=$(seq -f 'node%g' 1 "$NODES" | tr '\n' ' '); NODELIST="node[1-$NODES]"
+  CTLD_HOST="localhost($NET.254)"; SLURMD_FILE=slurmd-%n; SPOOL_D=$D/spool/d/%n
+  NODE_LINES=$(for i in $(seq 1 "$NODES"); do echo "NodeName=node$i NodeAddr=$NET.$i NodeHostname=node$i $NODE_CONF"; done)
+  BRIDGE=ssbr$PORT_BASE
+  netns() { echo "splitsweep-$PORT_BASE-node$1"; }   # network namespace of node i
+  veth() { echo "ssv${PORT_BASE}n$1"; }               # its veth, root-namespace end (at most 15 characters)
+fi
+
 mkdir -p "$D"/{etc,munge,spool/ctld,spool/d,log,run,mysql}
 chmod 755 "$D/munge" "$D/etc"       # munged insists its socket dir is not writable by others
 NEW=$D/etc/slurm.conf.new
 cat > "$NEW" <<EOF
 # Single-node SLURM cluster for splitsweep, written by tests/slurm/start.sh.  Do not edit: rerun the script.
 ClusterName=$CLUSTER
-SlurmctldHost=localhost
+SlurmctldHost=$CTLD_HOST
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=$CTLD_PORT
@@ -132,11 +161,11 @@ CredType=cred/munge
 # cred_expire is also how long a requeued job is held before it may run again (default 120 s)
 AuthInfo=socket=$MUNGE_SOCKET,cred_expire=$CRED_EXPIRE
 StateSaveLocation=$D/spool/ctld
-SlurmdSpoolDir=$D/spool/d
+SlurmdSpoolDir=$SPOOL_D
 SlurmctldPidFile=$D/run/slurmctld.pid
-SlurmdPidFile=$D/run/slurmd.pid
+SlurmdPidFile=$D/run/$SLURMD_FILE.pid
 SlurmctldLogFile=$D/log/slurmctld.log
-SlurmdLogFile=$D/log/slurmd.log
+SlurmdLogFile=$D/log/$SLURMD_FILE.log
 SlurmctldDebug=info
 SlurmdDebug=info
 # no systemd and no usable cgroups needed
@@ -169,23 +198,30 @@ MinJobAge=300
 Waittime=0
 # trust the node line below instead of probing the hardware (CPUs may exceed nproc)
 SlurmdParameters=config_overrides
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS Sockets=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$MEM State=UNKNOWN
-PartitionName=$PART Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+$NODE_LINES
+PartitionName=$PART Nodes=$NODELIST Default=YES MaxTime=INFINITE State=UP
 EOF
+[ "$NODES" = 1 ] || sed -i "1s/^# Single-node/# $NODES-node/" "$NEW"
 
 # is the very same cluster already up?  (all daemons alive, controller answers, node usable)
 alive() { [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 pid_ok() { local p; p=$(tr -dc 0-9 2>/dev/null < "$1") && [ -n "$p" ] && alive "$p" && [ "$(cat /proc/$p/comm)" = "$2" ]; }
 export SLURM_CONF=$D/etc/slurm.conf
-healthy() {
-  pid_ok "$D/run/munged.pid" munged && pid_ok "$D/run/mariadbd.pid" mariadbd && pid_ok "$D/run/slurmdbd.pid" slurmdbd \
-    && pid_ok "$D/run/slurmctld.pid" slurmctld && pid_ok "$D/run/slurmd.pid" slurmd \
-    && scontrol ping 2>/dev/null | grep -q UP \
-    && sinfo -h -n localhost -o %T 2>/dev/null | grep -Eq '^(idle|mixed|allocated|completing)'
+slurmd_pidfile() { [ "$NODES" = 1 ] && echo "$D/run/slurmd.pid" || echo "$D/run/slurmd-$1.pid"; }
+nodes_up() {       # every node usable (idle, or running jobs)
+  [ "$(sinfo -h -N -o %T 2>/dev/null | grep -Ec '^(idle|mixed|allocated|completing)')" = "$NODES" ]
 }
+healthy() {
+  local n
+  for n in $NODE_NAMES; do pid_ok "$(slurmd_pidfile "$n")" slurmd || return 1; done
+  pid_ok "$D/run/munged.pid" munged && pid_ok "$D/run/mariadbd.pid" mariadbd && pid_ok "$D/run/slurmdbd.pid" slurmdbd \
+    && pid_ok "$D/run/slurmctld.pid" slurmctld \
+    && scontrol ping 2>/dev/null | grep -q UP && nodes_up
+}
+node_summary() { sinfo -h -N -o '%N cpus=%c mem=%mMB %T' 2>/dev/null | paste -sd ';' | sed 's/;/; /g'; }
 if [ "$RESTART" = 0 ] && [ -f "$SLURM_CONF" ] && cmp -s "$NEW" "$SLURM_CONF" && healthy; then
   rm -f "$NEW"
-  log "already running ($SLURM_CONF); partition $PART, node: $(sinfo -h -n localhost -o 'cpus=%c mem=%mMB %T')"
+  log "already running ($SLURM_CONF); partition $PART, node: $(node_summary)"
   echo "SPLITSWEEP_SLURM_STARTED=0"
   exit 0
 fi
@@ -210,6 +246,37 @@ fi
 rm -rf "$D/spool/d" "$D/log"
 mkdir -p "$D"/{spool/ctld,spool/d,log,run,mysql}
 mv -f "$NEW" "$SLURM_CONF"
+
+if [ "$NODES" -ge 2 ]; then
+  command -v ip >/dev/null && command -v unshare >/dev/null \
+    && command -v nsenter >/dev/null \
+    || cannot "SPLITSWEEP_SLURM_NODES=$NODES needs ip (iproute2), unshare and nsenter (util-linux)"
+  # The network: bridge BRIDGE ($NET.254, root namespace) and one namespace per node, joined by a veth pair.
+  # etc/network.sh names everything made here (written first: stop.sh removes what it names, even after a
+  # start that failed half-way).
+  ip route show | grep -v " dev $BRIDGE " | grep -q "^$NET\.0/24 " \
+    && cannot "the subnet $NET.0/24 is in use on this machine; choose another with SPLITSWEEP_SLURM_SUBNET"
+  { echo "# written by tests/slurm/start.sh: what stop.sh removes"
+    echo "BRIDGE=$BRIDGE"
+    echo "NETNS=\"$(for i in $(seq 1 "$NODES"); do printf '%s ' "$(netns "$i")"; done)\""
+    echo "VETHS=\"$(for i in $(seq 1 "$NODES"); do printf '%s ' "$(veth "$i")"; done)\""
+  } > "$D/etc/network.sh"
+  "$HERE/stop.sh" --quiet --locked --network-only    # leftovers of the same names (a killed session)
+  ip link add "$BRIDGE" type bridge || die "cannot create the bridge $BRIDGE (ip link add ... type bridge)"
+  ip addr add "$NET.254/24" dev "$BRIDGE" && ip link set "$BRIDGE" up || die "cannot bring up $BRIDGE"
+  { echo "127.0.0.1 localhost"; echo "$NET.254 controller"
+    for i in $(seq 1 "$NODES"); do echo "$NET.$i node$i"; done; } > "$D/etc/hosts"
+  chmod 644 "$D/etc/hosts"
+  for i in $(seq 1 "$NODES"); do
+    ns=$(netns "$i")
+    { ip netns add "$ns" && ip -n "$ns" link set lo up \
+        && ip link add "$(veth "$i")" type veth peer name eth0 netns "$ns" \
+        && ip link set "$(veth "$i")" master "$BRIDGE" up \
+        && ip -n "$ns" addr add "$NET.$i/24" dev eth0 && ip -n "$ns" link set eth0 up; } \
+      || die "cannot set up network namespace $ns"
+  done
+  log "network up: bridge $BRIDGE $NET.254, nodes $(for i in $(seq 1 "$NODES"); do printf 'node%s=%s ' "$i" "$NET.$i"; done)"
+fi
 
 cat > "$D/etc/slurmdbd.conf" <<EOF
 # written by tests/slurm/start.sh
@@ -279,21 +346,34 @@ log "slurmdbd up"
 slurmctld 9>&-
 wait_for 60 slurmctld bash -c "scontrol ping | grep -q UP"
 log "slurmctld up"
-slurmd -N localhost 9>&-
+if [ "$NODES" = 1 ]; then
+  slurmd -N localhost 9>&-
+else
+  # node i: its network namespace, its own hostname (UTS namespace) and /etc/hosts (private mount).  nsenter,
+  # not `ip netns exec`: that remounts /sys, hiding /sys/fs/cgroup, without which slurmd 22.05 will not start.
+  for i in $(seq 1 "$NODES"); do
+    mkdir -p "$D/spool/d/node$i"
+    nsenter --net="/run/netns/$(netns "$i")" unshare --uts --mount --propagation private \
+      sh -c 'mount --bind "$1" /etc/hosts && hostname "$2" && exec slurmd -N "$2"' sh "$D/etc/hosts" "node$i" 9>&- \
+      || die "slurmd of node$i did not start (see $D/log/slurmd-node$i.log)"
+  done
+fi
 node_ready() {
-  case "$(sinfo -h -n localhost -o %T 2>/dev/null)" in
-    idle*|mixed*|allocated*) return 0 ;;
-    down*|drain*) scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true ;;
-  esac
-  return 1
+  local n
+  for n in $(sinfo -h -N -t down,drain -o %N 2>/dev/null); do
+    scontrol update nodename="$n" state=resume >/dev/null 2>&1 || true
+  done
+  nodes_up
 }
-wait_for 60 "the node to become idle" node_ready
-log "slurmd up, node: $(sinfo -h -n localhost -o 'cpus=%c mem=%mMB %T')"
+wait_for 60 "the node(s) to become idle" node_ready
+log "slurmd up, node: $(node_summary)"
 
 if [ "$SMOKE" = 1 ]; then
   # one job through the scheduler, and through accounting: sacct (what submitit polls) may trail by seconds
-  jid=$(cd "$D" && timeout 60 sbatch --parsable --wait -p "$PART" -n1 -t 1 --mem=100 -J smoke -o /dev/null --wrap true 9>&-) \
-    || die "smoke job 'sbatch --wrap true' failed"
+  # on several nodes: one task per node through srun, so every slurmd and the network between them are used
+  if [ "$NODES" = 1 ]; then SMOKE_ARGS=(-n1 --wrap true); else SMOKE_ARGS=(-N "$NODES" --ntasks-per-node=1 --wrap 'srun true'); fi
+  jid=$(cd "$D" && timeout 60 sbatch --parsable --wait -p "$PART" -t 1 --mem=100 -J smoke -o /dev/null "${SMOKE_ARGS[@]}" 9>&-) \
+    || die "smoke job 'sbatch ${SMOKE_ARGS[*]}' failed"
   wait_for 60 "accounting to record smoke job $jid" bash -c "sacct -n -X -j $jid -o State | grep -q COMPLETED"
   log "smoke job $jid completed and accounted"
 fi
@@ -311,7 +391,12 @@ cat > "$D/cluster.json" <<EOF
   "state_dir": "$D",
   "cluster_name": "$CLUSTER",
   "partition": "$PART",
-  "node": "localhost",
+  "node": "${NODE_NAMES%% *}",
+  "nodes": [$(for n in $NODE_NAMES; do printf '"%s",' "$n"; done | sed 's/,$//')],
+  "addresses": {$(if [ "$NODES" = 1 ]; then printf '"localhost": "127.0.0.1"'; else
+                  for i in $(seq 1 "$NODES"); do printf '"node%s": "%s",' "$i" "$NET.$i"; done | sed 's/,$//'; fi)},
+  "network_namespaces": {$(if [ "$NODES" -ge 2 ]; then
+                  for i in $(seq 1 "$NODES"); do printf '"node%s": "%s",' "$i" "$(netns "$i")"; done | sed 's/,$//'; fi)},
   "cpus": $CPUS,
   "mem_mb": $MEM,
   "def_mem_per_cpu_mb": $DEF_MEM_PER_CPU,
