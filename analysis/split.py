@@ -279,14 +279,16 @@ class _Predictor:
         x, ws = self._inputs(points)
         return self._reduce(np.atleast_2d(self.fit.predict(x, self.boot)), ws)
 
-    def draws(self, points):
-        """(n_resample, points) draws of the weighted measured loss, or None without residuals."""
+    def draws(self, points, distance=None):
+        """(n_resample, points) draws of the weighted measured loss, or None without residuals; `distance`:
+        how far the points lie outside the fitted rows along ln N and ln tokens per parameter (one pair for
+        every point: intervals.box_distance), which widens the residuals."""
         if self.residuals is None:
             return None
         from .intervals import prediction_draws
         x, ws = self._inputs(points)
         return self._reduce(prediction_draws(self.fit, x, self.n_resample, residuals=self.residuals,
-                                             seed=self.seed), ws)
+                                             seed=self.seed, distance=distance), ws)
 
 
 def _interval(values, level):
@@ -613,22 +615,26 @@ def choose_split(fit: FitResult, n_params: float, budget_tokens: float, *, accou
                                                          fit.domains, baseline=True))[0]
         for j, dom in enumerate(fit.domains) if weights.get(dom, 0.0) > 0))
 
-    resid, resid_source = None, None
+    pool = None
     if rows is not None and prediction_intervals:
         from .intervals import residual_pool
         try:
-            resid, resid_source = residual_pool(fit, rows)
+            pool = residual_pool(fit, rows)
         except AnalysisError as e:
             notes.append(f"no prediction intervals: {e}")
-    predictor = _Predictor(fit, weights, mixture_weights, resid, n_resample, seed)
+    predictor = _Predictor(fit, weights, mixture_weights, pool, n_resample, seed)
     # Pretraining only is one model of T (per-path) or C (shared-seed) tokens: budget_tokens either way.
-    draws = predictor.draws([(n_params, d, dp, False), (n_params, float(budget_tokens), 0.0, True)])
+    distance = np.zeros((1, 2)) if pool is None else pool.distance(float(n_params), float(budget_tokens))
+    draws = predictor.draws([(n_params, d, dp, False), (n_params, float(budget_tokens), 0.0, True)], distance)
     out["predicted_loss_interval"] = _interval(None if draws is None else draws[:, 0], level)
     out["full_pretrain_loss_interval"] = _interval(None if draws is None else draws[:, 1], level)
     out["prediction_interval_level"] = level
     out["prediction_interval_method"] = (
-        f"bootstrap parameter sets over trained models times exp(a resampled log residual: {resid_source}), one "
-        "residual per domain's expert; quantiles of the weighted mean over domains"
+        f"bootstrap parameter sets over trained models times exp(a resampled log residual: "
+        f"{None if pool is None else pool.source}), one residual per domain's expert"
+        + (", with a random sign, widened for a target {:.2f} (ln N) and {:.2f} (ln tokens per parameter) outside "
+           "the fitted rows".format(*distance[0]) if distance.any() else ", with a random sign")
+        + "; quantiles of the weighted mean over domains"
         + ("" if predictor.boot is not None else " (no bootstrap: residuals only)"))
 
     if rows is not None and rows["eval_domain"].isin(fit.domains).any():
