@@ -13,6 +13,10 @@ Layout under `data.cache_dir` (by default `${paths.store}/data`):
                                           token i * seq_len, so every token is a target exactly once
 Every directory appears by one rename after it is fully written, under a lock, so two jobs starting at
 once prepare it once, and a job never reads half-written shards.
+
+For a corpus too big for one machine, prepare_array.py makes the same directory, byte for byte, with a SLURM
+job array: each task runs `tokenize_documents` on parts of the documents, and `finish_prepared` (the split and
+the manifest, shared with `_build`) runs once on the parts joined in document order.
 """
 from __future__ import annotations
 
@@ -113,11 +117,19 @@ def _column(batch: dict, field: str, what: str) -> list:
     return values
 
 
-def read_batches(cfg, batch_size: int = 1000) -> Iterator[tuple[list[str], list | None]]:
-    """(texts, labels or None) in batches, checked: texts must be strings, labels present."""
+def read_batches(cfg, batch_size: int = 1000, documents: range | None = None
+                 ) -> Iterator[tuple[list[str], list | None]]:
+    """(texts, labels or None) in batches, checked: texts must be strings, labels present.
+
+    `documents` (a range of document indices; it must start at a multiple of batch_size) reads only those: the
+    batches are then exactly the ones a full read yields there, and a document is named by its index in the
+    whole data set. A job array's task reads its part this way (prepare_array.py)."""
     ds = load(cfg)
     limit = cfg.get("max_documents")
     seen = 0
+    if documents is not None:
+        ds = ds.select(documents)
+        seen = documents.start
     text_field, domain_field = str(cfg.text_field), cfg.get("domain_field")
     for batch in ds.iter(batch_size=batch_size):
         texts = _column(batch, text_field, "text_field")
@@ -177,11 +189,12 @@ class Labeler:
         return None if self.field else [f"c{k}" for k in range(int(self.cfg.clustering.n_clusters))]
 
 
-def kept_documents(cfg, labeler: Labeler, batch_size: int = 1000, seen: set | None = None):
+def kept_documents(cfg, labeler: Labeler, batch_size: int = 1000, seen: set | None = None,
+                   documents: range | None = None):
     """(texts, labels, empty counts) batches of the kept domains, empty documents dropped and counted;
-    every label met, kept or not, goes into `seen`."""
+    every label met, kept or not, goes into `seen`. `documents`: only those (see read_batches)."""
     keep = set(_plain(cfg.get("domains")) or []) or None
-    for texts, labels in read_batches(cfg, batch_size):
+    for texts, labels in read_batches(cfg, batch_size, documents):
         labels = labeler(texts, labels)
         if seen is not None:
             seen.update(lab for lab in labels if lab is not None)
@@ -258,18 +271,29 @@ def prepare(cfg) -> Path:
                       is_built=lambda p: (p / MANIFEST).exists(), lock=root / f".{key}.lock")
 
 
+def token_dtype(vocab_size: int):
+    """The narrowest unsigned type holding every token id of the vocabulary."""
+    return np.uint16 if vocab_size <= 65536 else np.uint32
+
+
 def _build(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, out: Path, key: str) -> None:
-    tok = load_tokenizer(tok_path)
-    eos = eos_id(tok)
-    dtype = np.uint16 if vocab_size <= 65536 else np.uint32
+    """The prepared directory in one process: every document tokenized in the order read, then split."""
     out.mkdir(parents=True)
     shutil.copy(tok_path, out / "tokenizer.json")
+    raw, n_docs, seen = tokenize_documents(cfg, labeler, tok_path, token_dtype(vocab_size), out)
+    finish_prepared(cfg, labeler, tok_path, vocab_size, raw, n_docs, seen, out, key)
+
+
+def tokenize_documents(cfg, labeler: Labeler, tok_path: Path, dtype, out: Path, documents: range | None = None):
+    """(raw, kept documents, labels seen) of the documents read (all, or the range `documents`): per label, its
+    documents' token ids + EOS appended in the order read to `out/.raw-<i>.bin`, with their lengths, UTF-8
+    bytes and the count of empty documents dropped. A job array's part is this on its document range."""
+    eos = eos_id(load_tokenizer(tok_path))
     raw: dict[str, dict] = {}
-    wanted = _plain(cfg.get("domains"))
     n_docs = 0
     seen: set = set()
     bar = _progress(cfg, desc="tokenizing", unit="doc")
-    batches = kept_documents(cfg, labeler, int(cfg.get("batch_documents", 1000)), seen)
+    batches = kept_documents(cfg, labeler, int(cfg.get("batch_documents", 1000)), seen, documents)
     num_proc = int(cfg.get("num_proc") or 1)
     for (texts, labels, empty), encoded in encoded_in_order(batches, tok_path, dtype, eos, num_proc):
         for lab, n in empty.items():
@@ -288,8 +312,19 @@ def _build(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, out: Path, ke
     for entry in raw.values():
         _flush(entry)
         entry["file"].close()
+    return raw, n_docs, seen
 
-    found = sorted(lab for lab, e in raw.items() if e["lengths"])
+
+def finish_prepared(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, raw: dict, n_docs: int, seen: set,
+                    out: Path, key: str) -> None:
+    """From the raw per-label token files (one process's, or a job array's parts joined in document order):
+    the domains kept, each one's held-out documents drawn and both splits written, and the manifest. Everything
+    here is a function of (raw, n_docs, seen) and the config, so equal inputs give equal bytes."""
+    tok = load_tokenizer(tok_path)
+    eos = eos_id(tok)
+    dtype = token_dtype(vocab_size)
+    wanted = _plain(cfg.get("domains"))
+    found = sorted(lab for lab, e in raw.items() if len(e["lengths"]))
     if not found and not (wanted and set(wanted) - seen):
         raise ConfigError(f"data: no non-empty text in field {str(cfg.text_field)!r} of the kept documents"
                           + (f" (data.domains={wanted})" if wanted else ""))
