@@ -1,7 +1,10 @@
 """Fit every candidate law, validate each on held-out runs, and pick one (`--law auto` or a name)."""
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -51,7 +54,8 @@ class Analysis:
 
 
 def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, per_domain: bool | None = None,
-            n_bootstrap: int = 0, seed: int = 0, validate: bool = True, progress: bool = False) -> Analysis:
+            n_bootstrap: int = 0, seed: int = 0, validate: bool = True, progress: bool = False,
+            workers: int | None = None) -> Analysis:
     """Fit `laws` (default: all; with a named law and no validation, only that one) on `rows`.
 
     per_domain: None (default) one coefficient set per domain with shared exponents whenever the rows
@@ -59,6 +63,8 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
     With law="auto" the pick prefers a law identified by the grid (diagnostics.diagnose): an unidentified
     law is chosen only when no identified law was validated, and the reason says so. The bootstrap of the
     chosen law can reveal that it is not identified (a wide interval); the pick is then redone.
+    workers: processes that fit the laws side by side (None: one per available core, for tables of at least
+    PARALLEL_MIN_ROWS rows); the result is the same as with one.
     """
     t0 = time.perf_counter()
     if law != "auto":
@@ -68,17 +74,14 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
         names = [law] + names
     _require_enough_points(rows, names, per_domain)
     result = Analysis(rows=rows)
-    for name in names:
-        try:
-            # Resolved once on all rows: the held-out refits use the same layout as the full fit.
-            layout_per_domain, _ = resolve_per_domain(rows, LAWS[name], per_domain)
-            result.fits[name] = fit_law(rows, LAWS[name], per_domain=per_domain, progress=progress)
-        except AnalysisError as e:
-            result.failures[name] = str(e)
-            log_progress(f"{name}: not fitted: {e}", progress)
+    for name, (fit, checks, error) in zip(names, _fit_laws(rows, names, per_domain, validate, progress, workers)):
+        if error is not None:
+            result.failures[name] = error
+            log_progress(f"{name}: not fitted: {error}", progress)
             continue
+        result.fits[name] = fit
         if validate:
-            result.checks[name], result.heldout_rows[name] = heldout(rows, LAWS[name], layout_per_domain, progress)
+            result.checks[name], result.heldout_rows[name] = checks
             result.scores[name] = heldout_score(result.checks[name])
     booted = set()
     while True:
@@ -103,6 +106,44 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
     log_progress(f"fits done in {result.seconds:.1f} s; {result.why}"
                  + (f"; {result.split_why}" if result.split_why else ""), progress)
     return result
+
+
+# Below this many rows the fits of all laws take a few seconds, not worth the worker processes.
+PARALLEL_MIN_ROWS = 50
+
+
+def _fit_one(rows: pd.DataFrame, name: str, per_domain, validate: bool, progress: bool):
+    """(FitResult, (held-out checks, held-out rows) or None, None) for one law, or (None, None, why not)."""
+    try:
+        # Resolved once on all rows: the held-out refits use the same layout as the full fit.
+        layout_per_domain, _ = resolve_per_domain(rows, LAWS[name], per_domain)
+        fit = fit_law(rows, LAWS[name], per_domain=per_domain, progress=progress)
+    except AnalysisError as e:
+        return None, None, str(e)
+    return fit, (heldout(rows, LAWS[name], layout_per_domain, progress) if validate else None), None
+
+
+def _fit_laws(rows, names, per_domain, validate, progress, workers) -> list:
+    """_fit_one for each law of `names`, in that order: in `workers` processes when there is enough work."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if len(rows) >= PARALLEL_MIN_ROWS else 1
+    workers = max(1, min(int(workers), len(names)))
+    if workers == 1:
+        return [_fit_one(rows, name, per_domain, validate, progress) for name in names]
+    # fork: spawn would re-run the caller's main module in each worker, which a script without an
+    # `if __name__ == "__main__"` guard does not survive. The workers use numpy and scipy only (no torch, no
+    # OpenMP), whose thread pools are fork-safe.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                             initializer=_one_thread) as pool:
+        futures = [pool.submit(_fit_one, rows, name, per_domain, validate, progress) for name in names]
+        return [f.result() for f in futures]
+
+
+def _one_thread() -> None:
+    """A worker's BLAS uses one thread: the workers already fill the cores, and the fits' matrices are small."""
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1)
 
 
 def _identified(result: Analysis, name: str) -> bool:
