@@ -88,7 +88,6 @@ ROLLOUT_MIN_SIZES = 3  # a rollout step fits on at least this many model sizes
 # axis; below this distance (ln units: 1.22x) a residual is mostly a run's own noise, and dividing by a tiny d_i
 # would blow it up.
 DISTANCE_FLOOR = 0.2
-AXES = ("ln N", "ln tokens per parameter")
 
 
 def box_of(n_params, budget) -> np.ndarray:
@@ -118,8 +117,9 @@ class ResidualPool:
 
     def distance(self, n_params, budget) -> np.ndarray:
         """(points, 2) distances of points from the fitted rows; zeros when the pool has no box."""
-        d = box_distance(np.zeros((2, 2)), n_params, budget)
-        return np.zeros_like(d) if self.box is None else box_distance(self.box, n_params, budget)
+        if self.box is None:
+            return np.zeros((np.broadcast(np.atleast_1d(n_params), np.atleast_1d(budget)).size, 2))
+        return box_distance(self.box, n_params, budget)
 
     def sample(self, rng, shape: tuple, distance=None) -> np.ndarray:
         """Residuals of `shape` (draws, points), each with a random sign: the pool says how far a prediction
@@ -263,8 +263,8 @@ def coverage(fit_on_train: FitResult, heldout_rows: pd.DataFrame, level: float =
     The residuals are those of the fit on its training rows (train_rows=), never of the held-out rows; each
     held-out row's interval widens with its distance from them (ResidualPool.sample).
     """
-    return _covered(fit_on_train, train_rows, heldout_rows, level, n_resample, seed, residuals)[0] / \
-        len(fitted_rows(fit_on_train, heldout_rows))
+    k, n, _ = _covered(fit_on_train, train_rows, heldout_rows, level, n_resample, seed, residuals)
+    return k / n
 
 
 def _covered(fit, train, test, level, n_resample, seed, residuals=None):
