@@ -1,24 +1,23 @@
 """Hydra callback: when a multirun ends, say where the records are and build the splitting report."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .records import RESULTS_FILE, read_rows
+from .layout import SweepLayout
+from .records import read_rows
 
 
 class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        sweep_dir = Path(config.paths.sweep_dir)
-        results = sweep_dir / RESULTS_FILE
+        sweep = SweepLayout(config.paths.sweep_dir)
+        results = sweep.results
         rows = read_rows(results)
         print(f"\nsplitsweep: {len(rows)} result rows in {results}", flush=True)
-        offline = sorted((sweep_dir / "wandb").glob("offline-run-*"))
+        offline = sorted(sweep.wandb.glob("offline-run-*"))
         if offline:  # one W&B run per training process (splitsweep/logger.py): a plain sync keeps every step
             print(f"splitsweep: {len(offline)} offline W&B runs; upload them with: "
-                  f"wandb sync {sweep_dir / 'wandb'}/offline-run-*", flush=True)
+                  f"wandb sync {sweep.wandb}/offline-run-*", flush=True)
         if not config.report.enabled or not rows:
             return
         if not OmegaConf.select(config, "hydra.launcher.wait", default=True):  # submitted and not waited for: a report job builds it
@@ -31,7 +30,7 @@ class SweepReport(Callback):
         from analysis.errors import AnalysisError
 
         try:
-            out = build_report(results, sweep_dir / "report", budget_tokens=config.report.budget_tokens,
+            out = build_report(results, sweep.report, budget_tokens=config.report.budget_tokens,
                                n_bootstrap=int(config.report.n_bootstrap))
         except AnalysisError as err:  # too few runs for a law, a table analysis refuses: say so, keep the rows
             print(f"splitsweep: no report: {err}", flush=True)

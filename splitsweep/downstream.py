@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from .layout import DOWNSTREAM_FILE, StoreLayout, SweepLayout
 from .plan import ConfigError
 from .records import append_rows, is_recorded, read_rows
 from .store import build_once, signature
 
-DOWNSTREAM_FILE = "downstream.jsonl"
 TASKS_DIR = Path(__file__).resolve().parent / "eval_tasks"
 PHONEBOOK_MC = "phonebook_mc"
 LOCAL_BUILDERS = {"json", "csv", "parquet", "arrow", "text", "pandas", "imagefolder", "audiofolder"}
@@ -55,7 +55,7 @@ COLUMNS = {
 # ------------------------------------------------------------------------------ records
 def read_downstream(sweep_dir, run_id: str | None = None) -> list[dict]:
     path = Path(sweep_dir)
-    return read_rows(path / DOWNSTREAM_FILE if path.is_dir() or not path.suffix else path, run_id=run_id)
+    return read_rows(SweepLayout(path).downstream if path.is_dir() or not path.suffix else path, run_id=run_id)
 
 
 def append_downstream(sweep_dir, rows: list[dict]) -> bool:
@@ -157,7 +157,7 @@ def phonebook_mc_dir(source, store) -> Path:
     identity = facts_identity(source)
     if (shipped / "phonebook.json").exists() and json.loads((shipped / "phonebook.json").read_text()) == identity:
         return shipped
-    out = Path(store) / "eval_tasks" / f"{PHONEBOOK_MC}-{signature(identity)}"
+    out = StoreLayout(store).eval_tasks(f"{PHONEBOOK_MC}-{signature(identity)}")
     if (out / "phonebook.json").exists():
         return out
     return write_phonebook_mc(source, out)
@@ -243,7 +243,7 @@ class DownstreamEval:
     def _write_overrides(self, overrides: dict, store: Path) -> None:
         """Standard tasks read from local copies: `include` the task's own YAML, replace its data set."""
         tm = self.task_manager()
-        out = store / "eval_tasks" / f"local-{signature(overrides)}"
+        out = StoreLayout(store).eval_tasks(f"local-{signature(overrides)}")
 
         def write(tmp: Path) -> None:
             tmp.mkdir()

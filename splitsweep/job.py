@@ -23,6 +23,7 @@ from . import checkpoint as ckpt
 from .data import MIXTURE
 from .distributed import DistEnv, allocated_threads, init_distributed
 from .downstream import DownstreamEval, append_downstream, is_evaluated
+from .layout import SEED_PREFIX, StoreLayout, SweepLayout
 from .logger import RunLogger, check_logger
 from .model import build_model
 from .parallelize import adamw, parallelize
@@ -32,7 +33,6 @@ from .store import FileLock, LeaseLost, is_debris, write_json_atomic
 from .train import Path as ExpertPath
 from .train import Preempted, StopFlag, Trainer, TrainingDiverged, check_world
 
-SEED_PREFIX = "tokens_"
 PROGRESS = "progress"
 
 
@@ -95,8 +95,9 @@ class Job:
         self.downstream = (DownstreamEval.prepare(cfg, self.plan) if DownstreamEval.enabled(cfg) and not seed_only
                            else None)
         self.sweep_dir = Path(cfg.paths.sweep_dir)
-        self.trajectory_dir = Path(cfg.paths.store) / "seeds" / self.plan.trajectory_id
-        self.run_dir = self.sweep_dir / "runs" / self.plan.run_id
+        self.store = StoreLayout(cfg.paths.store)
+        self.trajectory_dir = self.store.trajectory(self.plan.trajectory_id)
+        self.run_dir = SweepLayout(self.sweep_dir).run(self.plan.run_id)
         self.stop = _stop_flag(cfg)
         self.tokens_trained = 0
 
@@ -106,7 +107,7 @@ class Job:
         plan, env = self.plan, self.env
         if plan.seed_steps == 0:
             return None
-        final = self.trajectory_dir / f"{SEED_PREFIX}{plan.seed_tokens:015d}"
+        final = self.store.seed(plan.trajectory_id, plan.seed_tokens)
         if ckpt.is_complete(final) and ckpt.is_good(final):
             return final
         if env.is_main:

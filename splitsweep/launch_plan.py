@@ -6,13 +6,15 @@ and trained shortest first, since a longer D extends the trajectory from the sho
   grouped (local): one seed job per trajectory, training its Ds in order.
 Experts: chained, one array per seed submission they wait for (points whose seed is stored wait for nothing);
 grouped, one array after every seed job (a local executor has no dependencies: the launcher waits for the seeds).
+A seed whose job an earlier launch left live in the queue (chained only) is that job: nothing is submitted for it,
+and its experts and the next D of its trajectory wait for it.
 The launcher (`slurm.py`) carries the submissions out; `tests/test_launch_plan.py` checks the decisions with a
 fake backend.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Submission:
     trajectory_id: str = ""       # seeds: the trajectory; experts: the trajectory of the seed they wait for
     tokens: tuple[int, ...] = ()  # seeds: the D trained, in order
     name: str = ""                # the scheduler's job name
+    queued_as: str = ""           # seeds: the job of an earlier launch that is this submission (nothing to submit)
 
 
 class PointLike(Protocol):
@@ -33,9 +36,12 @@ class PointLike(Protocol):
     seed_ready: bool
 
 
-def launch_plan(todo: Sequence[PointLike], chained: bool, expert_name: str = "splitsweep") -> list[Submission]:
+def launch_plan(todo: Sequence[PointLike], chained: bool, expert_name: str = "splitsweep",
+                queued: Mapping[tuple[str, int], str] | None = None) -> list[Submission]:
     """The submissions of the grid points in `todo` (points neither recorded nor still queued), in the order
-    to submit them: every submission comes after those it waits for."""
+    to submit them: every submission comes after those it waits for. `queued` (chained only): (trajectory, D) ->
+    the id of a live seed job of an earlier launch, which becomes that seed's submission (`queued_as`)."""
+    queued = queued or {}
     chains: dict[str, dict[int, int]] = {}  # trajectory -> D -> the first point needing it
     for p in todo:
         if not p.seed_ready:
@@ -47,9 +53,9 @@ def launch_plan(todo: Sequence[PointLike], chained: bool, expert_name: str = "sp
         if chained:
             previous: tuple[str, ...] = ()
             for d in tokens:
-                key = f"seed:{trajectory}:{d}"
-                plan.append(Submission(key, "seed", (by_tokens[d],), previous, trajectory, (d,),
-                                       f"seed-{trajectory[:8]}-D{d}"))
+                key, job_id = f"seed:{trajectory}:{d}", queued.get((trajectory, d), "")
+                plan.append(Submission(key, "seed", (by_tokens[d],), () if job_id else previous, trajectory, (d,),
+                                       f"seed-{trajectory[:8]}-D{d}", queued_as=job_id))
                 seed_of[(trajectory, d)] = key
                 previous = (key,)
         else:

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .layout import RESULTS_FILE, SweepLayout
 from .store import write_json_atomic
-
-RESULTS_FILE = "results.jsonl"
 
 
 def _column(doc: str, **default) -> Any:
@@ -239,7 +238,7 @@ def read_rows(path: str | os.PathLike, run_id: str | None = None) -> list[dict]:
     `run_id`) are skipped: `analysis` is the strict reader."""
     path = Path(path)
     if path.is_dir():
-        path = path / RESULTS_FILE
+        path = SweepLayout(path).results
     if not path.exists():
         return []
     rows = []

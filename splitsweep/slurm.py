@@ -6,8 +6,8 @@ On top of hydra-submitit-launcher they:
 - **plan every grid point before submitting anything**, so a configuration mistake stops the launch with
   a clear message instead of failing N jobs on the cluster;
 - **skip grid points already recorded** (re-running the same command re-launches only what is missing),
-  and re-attach to grid points whose job from an earlier launch still runs or waits in the queue instead
-  of submitting them twice;
+  and re-attach to grid points, and to seeds, whose job from an earlier launch still runs or waits in the
+  queue (any state of `status.ALIVE`, held ones included) instead of submitting them twice;
 - **train seeds first**: one seed job per (trajectory, D) not yet in the store, chained along a trajectory
   with `afterok` dependencies (a longer seed extends the shorter one), and every expert submitted with an
   `afterok` dependency on its seed's job. So no expert holds an allocation while another job trains its
@@ -43,10 +43,9 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from .launch_plan import launch_plan
+from .layout import StoreLayout, SweepLayout
 
 REPO = Path(__file__).resolve().parents[1]
-MANIFEST = "launches.jsonl"
-NO_REPORT = "no_report.txt"
 POLL_S = 1.0
 
 
@@ -178,15 +177,13 @@ class ReportTask:
         from analysis.errors import AnalysisError
         from analysis.report import build_report
 
-        from .records import RESULTS_FILE
-
-        out = Path(self.sweep_dir) / "report"
+        sweep = SweepLayout(self.sweep_dir)
         try:
-            return str(build_report(Path(self.sweep_dir) / RESULTS_FILE, out, budget_tokens=self.budget_tokens,
+            return str(build_report(sweep.results, sweep.report, budget_tokens=self.budget_tokens,
                                     n_bootstrap=self.n_bootstrap))
         except AnalysisError as err:  # too few runs for a law: said where the report would be, as the callback says
-            out.mkdir(parents=True, exist_ok=True)
-            (out / NO_REPORT).write_text(f"no report: {err}\n")
+            sweep.report.mkdir(parents=True, exist_ok=True)
+            sweep.no_report.write_text(f"no report: {err}\n")
             return f"no report: {err}"
 
 
@@ -244,24 +241,34 @@ class _SeedsFirst(BaseSubmititLauncher):
             self.params["cpus_per_task"] = max(wanted)
 
     # ------------------------------------------------------------------ planning
-    def _attach_alive(self, sweep_dir: Path, points: list[Point]) -> None:
-        """Grid points whose job from an earlier launch is still queued or running: wait for that job."""
+    def _attach_alive(self, sweep_dir: Path, points: list[Point]) -> dict[tuple[str, int], Any]:
+        """Grid points whose job from an earlier launch is still queued or running: wait for that job. Returns
+        the seeds the other points need whose job from an earlier launch is still live, (trajectory, D) -> that
+        job: the plan reuses it as their dependency instead of submitting a second seed job."""
         if self._EXECUTOR != "slurm":
-            return
+            return {}
         import submitit
 
-        from .status import latest_jobs, scheduler_states
+        from .status import latest_jobs, latest_seed_jobs, scheduler_states
 
         latest = latest_jobs(sweep_dir)
         wanted = {p.run_id: latest[p.run_id] for p in points if not p.done and p.run_id in latest}
-        if not wanted:
-            return
-        states = scheduler_states([e["job_id"] for e in wanted.values()])
+        needed = {(p.trajectory_id, p.seed_tokens) for p in points if not p.done and not p.seed_ready}
+        seeds = {k: e for k, e in latest_seed_jobs(sweep_dir).items() if k in needed}
+        if not wanted and not seeds:
+            return {}
+        states = scheduler_states([e["job_id"] for e in [*wanted.values(), *seeds.values()]])
         for p, entry, state in still_queued(points, wanted, states):
             p.job = submitit.SlurmJob(folder=entry["folder"], job_id=entry["job_id"])
             p.attached = True
             print(f"splitsweep: #{p.idx} is still {state.lower()} as job {entry['job_id']} from an earlier "
                   f"launch; waiting for it instead of submitting it again", flush=True)
+        queued = {}
+        for (trajectory, tokens), (entry, state) in live_seeds(points, seeds, states).items():
+            queued[(trajectory, tokens)] = submitit.SlurmJob(folder=entry["folder"], job_id=str(entry["job_id"]))
+            print(f"splitsweep: seed {trajectory} D={tokens:,} is still {state.lower()} as job {entry['job_id']} "
+                  f"from an earlier launch; its experts wait for it instead of a new seed job", flush=True)
+        return queued
 
     # ------------------------------------------------------------------ launch
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -273,7 +280,7 @@ class _SeedsFirst(BaseSubmititLauncher):
                 [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
         points = plan_grid(self.hydra_context, self.config, job_overrides, initial_job_idx, "submitted")
         self._cpus_follow_threads(points)
-        self._attach_alive(sweep_dir, points)
+        queued_seeds = self._attach_alive(sweep_dir, points)
         todo = [p for p in points if not p.done and not p.attached]
         done = [p for p in points if p.done]
         print(f"splitsweep: {len(points)} grid points: {len(done)} already recorded, "
@@ -282,7 +289,7 @@ class _SeedsFirst(BaseSubmititLauncher):
         executor = self._executor() if todo else None
         submitted: list = []
         try:
-            seed_jobs, seed_records = self._submit(executor, todo, state, submitted)
+            seed_jobs, seed_records = self._submit(executor, todo, state, submitted, queued_seeds)
         except Exception as err:  # noqa: BLE001 (sbatch refused: say which setting, leave nothing queued)
             for job in submitted:
                 job.cancel(check=False)
@@ -299,15 +306,23 @@ class _SeedsFirst(BaseSubmititLauncher):
         self._wait(waiting + [j for j in seed_jobs.values() if self._EXECUTOR == "slurm"], points)
         return self._returns(sweep_dir, points)
 
-    def _submit(self, executor, todo: list[Point], state: dict, submitted: list):
-        """Carry out the launch plan (launch_plan.py): seed jobs first, then the experts."""
+    def _submit(self, executor, todo: list[Point], state: dict, submitted: list,
+                queued_seeds: dict[tuple[str, int], Any] | None = None):
+        """Carry out the launch plan (launch_plan.py): seed jobs first, then the experts. `queued_seeds`:
+        (trajectory, D) -> a live seed job of an earlier launch (see _attach_alive), reused, not submitted."""
         slurm = self._EXECUTOR == "slurm"
         by_idx = {p.idx: p for p in todo}
+        queued_seeds = queued_seeds or {}
         jobs: dict[str, Any] = {}  # submission key -> submitit job
         seed_jobs: dict[tuple[str, int], Any] = {}
         seed_records = []
-        for sub in launch_plan(todo, chained=slurm, expert_name=str(self.params.get("name") or "splitsweep")):
+        for sub in launch_plan(todo, chained=slurm, expert_name=str(self.params.get("name") or "splitsweep"),
+                               queued={k: job.job_id for k, job in queued_seeds.items()}):
             after = [jobs[k] for k in sub.after]
+            if sub.queued_as:  # an earlier launch's live seed job, recorded in that launch's manifest entry
+                seed = (sub.trajectory_id, sub.tokens[0])
+                jobs[sub.key] = seed_jobs[seed] = queued_seeds[seed]
+                continue
             if sub.kind == "seed":
                 self._depend(executor, [j.job_id for j in after] if slurm else [], sub.name)
                 job = jobs[sub.key] = executor.submit(SeedTask(self, [by_idx[i].overrides for i in sub.points], state))
@@ -455,7 +470,6 @@ class _SeedsFirst(BaseSubmititLauncher):
 def plan_point(hydra_context, config: DictConfig, idx: int, overrides: list[str]) -> Point:
     """Compose one grid point's config and plan it (raises ConfigError; may prepare data, as its job would)."""
     from . import checkpoint as ckpt
-    from .job import SEED_PREFIX
     from .plan import make_plan
     from .records import is_recorded
 
@@ -463,7 +477,7 @@ def plan_point(hydra_context, config: DictConfig, idx: int, overrides: list[str]
     dirname = str(sweep_config.hydra.sweep.subdir)
     cfg = _task_cfg(sweep_config)
     plan = make_plan(cfg)
-    seed = Path(cfg.paths.store) / "seeds" / plan.trajectory_id / f"{SEED_PREFIX}{plan.seed_tokens:015d}"
+    seed = StoreLayout(cfg.paths.store).seed(plan.trajectory_id, plan.seed_tokens)
     return Point(idx, overrides, dirname, plan.run_id, plan.trajectory_id,
                  plan.seed_tokens if plan.seed_steps else 0,
                  plan.seed_steps == 0 or ckpt.is_complete(seed),
@@ -543,6 +557,25 @@ def still_queued(points: Sequence[Point], latest: dict[str, dict], states: dict[
     return out
 
 
+def live_seeds(points: Sequence[Point], latest: dict[tuple[str, int], dict],
+               states: dict[str, tuple]) -> dict[tuple[str, int], tuple[dict, str]]:
+    """(trajectory, D) -> (its seed job's entry from an earlier launch, scheduler state) for the seeds that points
+    still to submit need and whose job SLURM still holds in a live state (status.ALIVE) with a dependency that can
+    still be met: the experts wait for that job, no second seed job is submitted."""
+    from .status import is_alive
+
+    out = {}
+    for p in points:
+        key = (p.trajectory_id, p.seed_tokens)
+        entry = latest.get(key)
+        if p.done or p.attached or p.seed_ready or entry is None or key in out:
+            continue
+        state, reason = states.get(str(entry["job_id"]), ("", ""))
+        if is_alive(state) and "DependencyNeverSatisfied" not in reason:
+            out[key] = (entry, state)
+    return out
+
+
 def write_launch(sweep_dir: Path, launcher: str, points: list[Point], seeds: Sequence[dict] = (),
                  submitit_folder: str | None = None, to_run: str = "submitted", report: dict | None = None) -> None:
     """Add this launch to `launches.jsonl`: every grid point's index, overrides, job dir and run id (and job,
@@ -562,7 +595,7 @@ def write_launch(sweep_dir: Path, launcher: str, points: list[Point], seeds: Seq
             **(_log_paths(p.job) if p.job is not None else {}),
         } for p in points],
     }
-    _append_line(Path(sweep_dir) / MANIFEST, json.dumps(entry) + "\n")
+    _append_line(SweepLayout(sweep_dir).launches, json.dumps(entry) + "\n")
 
 
 def _append_line(path: Path, line: str) -> None:

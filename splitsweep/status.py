@@ -27,12 +27,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .layout import SweepLayout
 from .records import read_rows
 
-MANIFEST = "launches.jsonl"
 STATES = ("done", "running", "pending", "failed")
+# squeue(1) states in which a job may still run: submitit's incomplete SLURM states plus the held/stopped it misses.
 ALIVE = {"PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
-         "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "pending",
+         "RESV_DEL_HOLD": "pending", "SPECIAL_EXIT": "pending", "PREEMPTED": "pending", "SUSPENDED": "pending",
+         "STOPPED": "pending", "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running",
          "RESIZING": "running", "STAGE_OUT": "running", "SIGNALING": "running"}
 
 
@@ -92,7 +94,7 @@ def scheduler_states(job_ids) -> dict[str, tuple[str, str]]:
 
 # ---------------------------------------------------------------------- launches and directories
 def launches(sweep_dir: Path) -> list[dict]:
-    path = Path(sweep_dir) / MANIFEST
+    path = SweepLayout(sweep_dir).launches
     if not path.exists():
         return []
     out = []
@@ -114,13 +116,26 @@ def latest_jobs(sweep_dir: Path) -> dict[str, dict]:
     return out
 
 
+def latest_seed_jobs(sweep_dir: Path) -> dict[tuple[str, int], dict]:
+    """(trajectory_id, D) -> the seed job of the latest SLURM launch that submitted one for it, with that launch's
+    submitit folder as `folder` (a local launch's seed jobs are subprocesses of their launch: not listed)."""
+    out: dict[tuple[str, int], dict] = {}
+    for launch in launches(sweep_dir):
+        if launch.get("launcher") != "slurm" or not launch.get("submitit_folder"):
+            continue
+        for seed in launch.get("seeds", []):
+            if seed.get("job_id") and isinstance(seed.get("tokens"), int):  # SLURM: one job per D
+                out[(seed["trajectory_id"], seed["tokens"])] = {**seed, "folder": launch["submitit_folder"]}
+    return out
+
+
 def _hydra_job_dirs(sweep_dir: Path) -> dict[str, dict]:
     """dirname (jobs/...) -> {label, log, job_dir, started} for the Hydra job directories of the sweep.
     `started`: when the job last started (Hydra writes .hydra/config.yaml at every start)."""
     from omegaconf import OmegaConf
 
     out: dict[str, dict] = {}
-    for hydra_dir in sorted(Path(sweep_dir).glob("jobs/*/.hydra")):
+    for hydra_dir in sorted(SweepLayout(sweep_dir).jobs.glob("*/.hydra")):
         job_dir = hydra_dir.parent
         label = job_dir.name
         try:
@@ -150,7 +165,7 @@ def _legacy_run_id(info: dict, run_hashes: dict[str, str]) -> str:
 def _run_hashes(sweep_dir: Path) -> dict[str, str]:
     """config_hash -> run_id of the run directories."""
     out = {}
-    for run_json in sorted((sweep_dir / "runs").glob("*/run.json")):
+    for run_json in sorted(SweepLayout(sweep_dir).runs.glob("*/run.json")):
         identity = _read_json(run_json)
         if identity.get("config_hash"):
             out[identity["config_hash"]] = run_json.parent.name
@@ -211,6 +226,7 @@ def _read_json(path: Path) -> dict:
 # ---------------------------------------------------------------------- the decision
 def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float = STALE_S) -> list[PointStatus]:
     sweep_dir = Path(sweep_dir)
+    sweep = SweepLayout(sweep_dir)
     history = launches(sweep_dir)
     points: dict[str, dict] = {}  # run_id -> what we know
     by_dirname: dict[str, str] = {}
@@ -243,7 +259,7 @@ def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float
         known.setdefault("label", info["label"])
         known.setdefault("dirname", dirname)
         known["hydra"] = info
-    for run_json in sorted((sweep_dir / "runs").glob("*/run.json")):
+    for run_json in sorted(sweep.runs.glob("*/run.json")):
         run_id = run_json.parent.name
         known = points.setdefault(run_id, {"sources": set()})
         known["sources"].add("run_dir")
@@ -272,7 +288,7 @@ def collect(sweep_dir: str | os.PathLike, scheduler: bool = True, stale_s: float
     out = []
     for run_id, known in points.items():
         st = PointStatus("pending", run_id, known.get("label", ""), sources=sorted(known["sources"]))
-        run_dir = sweep_dir / "runs" / run_id
+        run_dir = sweep.run(run_id)
         st.step, touched = _progress(run_dir)
         run_status = _read_json(run_dir / "status.json")
         job = known.get("job")
@@ -357,13 +373,13 @@ def _started(known: dict, run_dir: Path) -> float:
 
 def _current_points(history: list[dict], points: dict[str, dict], sweep_dir: Path) -> dict[int, str]:
     """id(launch) -> run_id of the grid point a sequential launch started last (since the launch began)."""
-    out = {}
+    out, sweep = {}, SweepLayout(sweep_dir)
     for launch in history:
         if launch.get("launcher") != "sequential":
             continue
         since, latest = float(launch.get("time") or 0) - 1.0, None
         for p in launch.get("points", []):
-            started = _started(points.get(p["run_id"], {}), sweep_dir / "runs" / p["run_id"])
+            started = _started(points.get(p["run_id"], {}), sweep.run(p["run_id"]))
             if started >= since and (latest is None or started > latest[0]):
                 latest = (started, p["run_id"])
         if latest:
@@ -394,7 +410,7 @@ def format_table(statuses: list[PointStatus], sweep_dir: Path, scheduler: bool =
     report = history[-1].get("report_job") if history else None
     if report:  # a launch that did not wait queued the report after its jobs
         state = report_state(sweep_dir, report, scheduler)
-        lines.append(f"report: job {report['job_id']} {state}; when it ends: {sweep_dir / 'report' / 'report.md'}")
+        lines.append(f"report: job {report['job_id']} {state}; when it ends: {SweepLayout(sweep_dir).report_file}")
     return "\n".join(lines)
 
 
@@ -404,7 +420,7 @@ def report_state(sweep_dir: Path, report: dict, scheduler: bool = True) -> str:
         state = scheduler_states([report["job_id"]]).get(str(report["job_id"]), ("", ""))[0]
         if state:
             return state.split()[0].lower()
-    return "done" if (sweep_dir / "report" / "report.md").exists() else "not seen by the scheduler"
+    return "done" if SweepLayout(sweep_dir).report_file.exists() else "not seen by the scheduler"
 
 
 def main(argv: list[str] | None = None) -> int:

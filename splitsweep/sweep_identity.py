@@ -18,9 +18,9 @@ from typing import Iterable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
+from .layout import SweepLayout
 from .store import write_json_atomic
 
-SWEEP_FILE = "sweep.json"
 POINT_AXES = ("split",)
 # ...except how a budget is read: one sweep, one accounting.
 DEFINING_SPLIT = ("split.accounting", "split.n_experts")
@@ -107,7 +107,7 @@ def check_sweep(sweep_dir: str | Path, sweep_name: str, cfg: DictConfig, axes: I
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with open(sweep_dir / ".sweep.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        path = sweep_dir / SWEEP_FILE
+        path = SweepLayout(sweep_dir).identity
         recorded = json.loads(path.read_text()) if path.exists() else None
         axes = set(axes) | set((recorded or {}).get("axes", []))
         mine = defining_config(cfg, axes)

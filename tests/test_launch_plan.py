@@ -129,3 +129,51 @@ def test_the_local_submitit_launcher_trains_each_seed_once_then_the_experts(tmp_
     again = run_cli(tmp_path, *grid, env={"OMP_NUM_THREADS": "1"})
     assert "4 already recorded" in again.stdout and "submitted first" not in again.stdout
     assert read_rows(tmp_path / "sweeps" / "test") == rows
+
+
+def test_a_live_seed_job_of_an_earlier_launch_is_that_seed_not_a_second_job():
+    # (A, 2) is still queued as job 77: its submission is that job (nothing to submit, no edge of its own), and
+    # the experts of A at D=2 and the seed of A at D=4 wait for it.
+    plan = launch_plan(grid(), chained=True, queued={("A", 2): "77"})
+    subs = {s.key: s for s in plan}
+    assert subs["seed:A:2"].queued_as == "77" and subs["seed:A:2"].after == ()
+    assert subs["seed:A:4"].queued_as == "" and subs["seed:A:4"].after == ("seed:A:2",)
+    assert subs["experts:seed:A:2"].after == ("seed:A:2",) and subs["seed:B:8"].queued_as == ""
+    FakeBackend().run(plan, grid())
+
+
+def test_the_slurm_launcher_reuses_a_held_seed_job_as_the_dependency(tmp_path, monkeypatch):
+    """A re-run while the earlier launch's seed job is held (REQUEUE_HOLD) and its experts were cancelled: the
+    experts are submitted after that job and no second seed job is submitted for it. A seed job whose dependency
+    can never be met, or that ended, is submitted again; a local launch's seed jobs are never attached."""
+    import json
+
+    from splitsweep import status as st
+
+    folder = str(tmp_path / ".submitit" / "%j")
+    seeds = [{"trajectory_id": "A", "tokens": 2, "job_id": "77"}, {"trajectory_id": "A", "tokens": 4, "job_id": "78"},
+             {"trajectory_id": "B", "tokens": 8, "job_id": "79"}]
+    history = [{"launcher": "slurm", "submitit_folder": folder, "seeds": [dict(seeds[0], job_id="70")], "points": []},
+               {"launcher": "slurm", "submitit_folder": folder, "seeds": seeds, "points": []},
+               {"launcher": "local", "submitit_folder": folder, "points": [],
+                "seeds": [{"trajectory_id": "B", "tokens": [8], "job_id": "80"}]}]
+    (tmp_path / "launches.jsonl").write_text("".join(json.dumps(launch) + "\n" for launch in history))
+    monkeypatch.setattr(st, "scheduler_states", lambda ids: {
+        "70": ("COMPLETED", "None"), "77": ("REQUEUE_HOLD", "JobHeldUser"),
+        "78": ("PENDING", "DependencyNeverSatisfied"), "79": ("CANCELLED by 0", "None"), "80": ("RUNNING", "None")})
+    launcher = object.__new__(SlurmLauncher)
+    launcher.params = {"name": "sweep"}
+    points = grid()
+    queued = launcher._attach_alive(tmp_path, points)
+    assert {k: j.job_id for k, j in queued.items()} == {("A", 2): "77"}
+    assert str(queued[("A", 2)].paths.folder) == str(tmp_path / ".submitit" / "77")
+    executor = FakeExecutor()
+    seed_jobs, records = launcher._submit(executor, points, state={}, submitted=[], queued_seeds=queued)
+    submitted = [c for c in executor.calls if c[0] == "submit"]
+    assert [c[3] for c in submitted] == [[["p=0"]], [["p=3"]]]  # A at D=4 and B at D=8; A at D=2 is job 77
+    assert submitted[0][2]["slurm_additional_parameters"]["dependency"] == "afterok:77"
+    dependency = {tuple(c[3]): c[2]["slurm_additional_parameters"].get("dependency")
+                  for c in executor.calls if c[0] == "array"}
+    assert dependency[(1,)] == "afterok:77" and dependency[(0, 2)] == f"afterok:{submitted[0][1]}"
+    assert points[1].seed_job.job_id == "77" and seed_jobs[("A", 2)].job_id == "77"
+    assert [(r["trajectory_id"], r["tokens"]) for r in records] == [("A", 4), ("B", 8)]  # 77 is in its own launch

@@ -118,3 +118,44 @@ def test_a_job_slurm_still_holds_in_any_live_state_is_waited_for_not_resubmitted
     assert set(attached) == {f"j{i}" for i in range(len(ALIVE))} and "REQUEUE_HOLD" in attached.values()
     recorded = Point(100, [], "d100", "run-j0", "t", 0, True, True)  # recorded meanwhile: nothing to wait for
     assert still_queued([recorded], latest, states) == []
+
+
+# squeue(1) JOB STATE CODES, every one; the terminal ones end a job for good.
+SLURM_STATES = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "CONFIGURING", "COMPLETING", "DEADLINE", "FAILED", "NODE_FAIL",
+                "OUT_OF_MEMORY", "PENDING", "PREEMPTED", "RUNNING", "RESV_DEL_HOLD", "REQUEUE_FED", "REQUEUE_HOLD",
+                "REQUEUED", "RESIZING", "REVOKED", "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED", "SUSPENDED",
+                "TIMEOUT")
+TERMINAL = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "REVOKED",
+            "TIMEOUT"}
+
+
+def test_alive_is_every_state_slurm_may_still_run_a_job_in_and_covers_submitits_incomplete_ones():
+    from submitit.core.core import InfoWatcher
+
+    assert {s for s in SLURM_STATES if st.is_alive(s)} == set(SLURM_STATES) - TERMINAL
+    assert set(st.ALIVE) <= set(SLURM_STATES) and set(st.ALIVE.values()) <= {"pending", "running"}
+
+    class Says(InfoWatcher):  # submitit's own decision, on a state given here instead of sacct's
+        def get_state(self, job_id, mode="standard"):
+            return job_id
+
+    incomplete = {s for s in SLURM_STATES if not Says().is_done(s)}
+    assert "PREEMPTED" in incomplete and incomplete <= set(st.ALIVE)
+
+
+def test_a_seed_job_slurm_still_holds_is_reused_unless_its_dependency_can_never_be_met():
+    # The launcher's seed decision (slurm.live_seeds), with a fake scheduler: one not-ready point per state.
+    from splitsweep.slurm import Point, live_seeds
+
+    states = {**{f"j{i}": (s, "") for i, s in enumerate(st.ALIVE)}, "done": ("COMPLETED", ""),
+              "failed": ("FAILED", ""), "cancelled": ("CANCELLED by 0", ""), "gone": ("", ""),
+              "never": ("PENDING", "DependencyNeverSatisfied")}
+    points = [Point(i, [], f"d{i}", f"run{i}", f"t-{job}", 256, False, False) for i, job in enumerate(states)]
+    points.append(Point(99, [], "d99", "run99", "t-new", 256, False, False))  # no seed job launched before
+    latest = {(f"t-{job}", 256): {"job_id": job, "folder": "/x/%j"} for job in states}
+    reused = {key[0][2:]: state for key, (_, state) in live_seeds(points, latest, states).items()}
+    assert reused == {f"j{i}": s for i, s in enumerate(st.ALIVE)} and reused["j2"] == "REQUEUE_HOLD"
+    # A point recorded, attached to its own live job, or whose seed is stored needs no seed job.
+    done, ready = Point(1, [], "a", "r1", "t-j0", 256, False, True), Point(2, [], "b", "r2", "t-j0", 256, True, False)
+    attached = Point(3, [], "c", "r3", "t-j0", 256, False, False, attached=True)
+    assert live_seeds([done, ready, attached], latest, states) == {}
