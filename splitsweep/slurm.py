@@ -5,7 +5,8 @@ On top of hydra-submitit-launcher they:
 
 - **plan every grid point before submitting anything**, so a configuration mistake stops the launch with
   a clear message instead of failing N jobs on the cluster;
-- **skip grid points already recorded** (re-running the same command re-launches only what is missing),
+- **skip grid points already recorded** (re-running the same command re-launches only what is missing; a
+  recorded point whose downstream evaluation, `eval=...`, is not recorded yet is submitted to evaluate only),
   and re-attach to grid points, and to seeds, whose job from an earlier launch still runs or waits in the
   queue (any state of `status.ALIVE`, held ones included) instead of submitting them twice;
 - **train seeds first**: one seed job per (trajectory, D) not yet in the store, chained along a trajectory
@@ -119,7 +120,7 @@ class Point:
     trajectory_id: str
     seed_tokens: int  # D; 0 when the point needs no seed
     seed_ready: bool
-    done: bool
+    done: bool  # nothing left to run: recorded, its downstream evaluation included (point_done)
     job: Any = None
     seed_job: Any = None
     attached: bool = False  # the job comes from an earlier launch (it was still queued or running)
@@ -478,11 +479,26 @@ def plan_point(hydra_context, config: DictConfig, idx: int, overrides: list[str]
     cfg = _task_cfg(sweep_config)
     plan = make_plan(cfg)
     seed = StoreLayout(cfg.paths.store).seed(plan.trajectory_id, plan.seed_tokens)
+    recorded = is_recorded(Path(cfg.paths.sweep_dir), plan.run_id)
     return Point(idx, overrides, dirname, plan.run_id, plan.trajectory_id,
                  plan.seed_tokens if plan.seed_steps else 0,
-                 plan.seed_steps == 0 or ckpt.is_complete(seed),
-                 is_recorded(Path(cfg.paths.sweep_dir), plan.run_id),
+                 plan.seed_steps == 0 or recorded or ckpt.is_complete(seed),  # a recorded point trains nothing
+                 point_done(cfg.paths.sweep_dir, plan.run_id, cfg),
                  sweep_dir=str(cfg.paths.sweep_dir), cfg=cfg)
+
+
+def point_done(sweep_dir, run_id: str, cfg: DictConfig) -> bool:
+    """Whether a grid point has nothing left to run: its result rows are recorded and, when its config evaluates
+    downstream tasks (eval.enabled with tasks), so are its downstream rows for this evaluation's eval_id. So adding
+    `eval=...` tasks or changing eval.num_fewshot on a recorded sweep submits its points again, and their jobs
+    evaluate the final checkpoints without training (Job._already_recorded), as on the sequential launcher. Reads
+    the tables' indexes (records.is_recorded) and loads no task."""
+    from .downstream import DownstreamEval, evaluation_id, is_evaluated
+    from .records import is_recorded
+
+    if not is_recorded(sweep_dir, run_id):
+        return False
+    return not DownstreamEval.enabled(cfg) or is_evaluated(sweep_dir, evaluation_id(cfg.eval, run_id))
 
 
 EACH_DOMAIN = "each"  # split.expert_domain=each: one grid point per data domain, then the mixture baseline

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from splitsweep.launch_plan import launch_plan
-from splitsweep.slurm import Point, SlurmLauncher
+from splitsweep.slurm import Point, SlurmLauncher, plan_point, point_done
 
 
 def point(idx, trajectory, tokens, ready=False):
@@ -177,3 +177,54 @@ def test_the_slurm_launcher_reuses_a_held_seed_job_as_the_dependency(tmp_path, m
     assert dependency[(1,)] == "afterok:77" and dependency[(0, 2)] == f"afterok:{submitted[0][1]}"
     assert points[1].seed_job.job_id == "77" and seed_jobs[("A", 2)].job_id == "77"
     assert [(r["trajectory_id"], r["tokens"]) for r in records] == [("A", 4), ("B", 8)]  # 77 is in its own launch
+
+
+def test_a_recorded_point_is_done_only_once_its_downstream_evaluation_is_recorded(tmp_path):
+    """Adding eval tasks to a recorded sweep, or changing eval.num_fewshot, leaves something to run under every
+    launcher: a point is done when its result rows are recorded and, with eval enabled, its downstream rows under
+    this evaluation's eval_id (the one the Job writes, DownstreamEval.eval_id)."""
+    from splitsweep.downstream import DownstreamEval, append_downstream
+    from splitsweep.records import append_rows
+    from tests.helpers import compose_cfg
+
+    sweep, plain, evaluated = tmp_path / "sweep", compose_cfg(tmp_path), compose_cfg(tmp_path, "eval=phonebook_mc")
+    assert not point_done(sweep, "r1", plain) and not point_done(sweep, "r1", evaluated)
+    append_rows(sweep, [{"run_id": "r1", "eval_domain": "d0", "eval_loss": 1.0}])
+    assert point_done(sweep, "r1", plain) and not point_done(sweep, "r1", evaluated)
+    written = DownstreamEval(evaluated.eval, list(evaluated.eval.tasks), [], False, None, 32).eval_id("r1")
+    append_downstream(sweep, [{"run_id": "r1", "eval_id": written, "task": "phonebook_mc", "value": 1.0}])
+    assert point_done(sweep, "r1", evaluated) and point_done(sweep, "r1", plain)
+    for changed in ("eval.num_fewshot=1", "eval.tasks=[phonebook_mc,phonebook_mc_d0]", "eval.limit=4"):
+        assert not point_done(sweep, "r1", compose_cfg(tmp_path, "eval=phonebook_mc", changed)), changed
+    append_downstream(tmp_path / "other", [{"run_id": "r2", "eval_id": written, "task": "phonebook_mc"}])
+    assert not point_done(tmp_path / "other", "r2", evaluated)  # downstream rows without results: not done
+
+
+def test_plan_point_submits_a_recorded_point_with_a_new_evaluation_and_needs_no_seed_for_it(tmp_path):
+    """plan_point, as every launcher calls it: a recorded point with eval turned on is not done, and its seed is
+    not needed (a seed job for it would train for nothing: its job evaluates runs/<run_id>/final)."""
+    import importlib
+    from types import SimpleNamespace
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from splitsweep.records import append_rows
+    from tests.helpers import REPO, TINY, TOKENS_PER_STEP as T
+
+    grid_point = [f"paths.root={tmp_path}", *TINY, f"split.pretrain_tokens={4 * T}", f"split.special_tokens={2 * T}",
+                  "split.expert_domain=d0"]
+    importlib.import_module("splitsweep.app")  # registers ${ss_dirname:...} (the job dirs), as in a launch
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", overrides=grid_point, run_mode=RunMode.MULTIRUN)
+        context = SimpleNamespace(config_loader=loader)
+        fresh = plan_point(context, master, 0, [*grid_point, "eval=phonebook_mc"])
+        assert not fresh.done and not fresh.seed_ready  # nothing recorded, no seed in the store
+        append_rows(fresh.sweep_dir, [{"run_id": fresh.run_id, "eval_domain": "d0", "eval_loss": 1.0}])
+        assert plan_point(context, master, 0, grid_point).done  # eval=none: recorded is done
+        again = plan_point(context, master, 0, [*grid_point, "eval=phonebook_mc"])
+    assert again.run_id == fresh.run_id and not again.done
+    assert again.seed_ready  # its job evaluates the final checkpoint: no seed job is submitted for it
+    assert not (tmp_path / "store").exists()  # planning prepared nothing
