@@ -1,33 +1,22 @@
 """Whole-or-nothing writes: every output goes to a temp file in its own directory, then os.replace.
 
 os.replace within one directory is atomic on POSIX, so a reader (or a crash) sees either the old
-file or the complete new one, never a half-written one.
+file or the complete new one, never a half-written one. The write itself is splitsweep's one atomic
+write (splitsweep/fsio.py: temp files `.<name>.<hex>.tmp`, fsynced); what is this module's own is the
+strict JSON below and the mode (0644) of what the analysis writes.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
+
+from splitsweep.fsio import write_atomic
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, data, durable=True, mode=0o644)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

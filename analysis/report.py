@@ -36,6 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from splitsweep.fsio import read_jsonl
+from splitsweep.layout import SweepLayout
+
 from . import atomic, plots
 from .diagnostics import short
 from .errors import AnalysisError
@@ -1023,16 +1026,14 @@ def _downstream_rows(results, downstream) -> pd.DataFrame:
     """lm-eval rows (splitsweep/downstream.py): `downstream` if given, else downstream.jsonl beside the results."""
     if downstream is None and isinstance(results, (str, Path)):
         base = Path(results)
-        candidate = (base if base.is_dir() else base.parent) / "downstream.jsonl"
+        candidate = SweepLayout(base if base.is_dir() else base.parent).downstream
         downstream = candidate if candidate.exists() else None
     if downstream is None:
         return pd.DataFrame()
     if isinstance(downstream, pd.DataFrame):
         df = downstream
-    else:
-        import json
-        lines = Path(downstream).read_text().splitlines()
-        df = pd.DataFrame([json.loads(x) for x in lines if x.strip().startswith("{")])
+    else:  # a line that is no row (torn by a job killed or still appending, foreign) is skipped; the file must exist
+        df = pd.DataFrame(read_jsonl(downstream, missing_ok=False))
     if df.empty:
         return df
     df = df[df.get("status", "ok") == "ok"] if "status" in df else df

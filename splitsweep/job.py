@@ -23,6 +23,7 @@ from . import checkpoint as ckpt
 from .data import MIXTURE
 from .distributed import DistEnv, allocated_threads, init_distributed
 from .downstream import DownstreamEval, append_downstream, is_evaluated
+from .fsio import append_jsonl
 from .layout import SEED_PREFIX, StoreLayout, SweepLayout
 from .logger import RunLogger, check_logger
 from .model import build_model
@@ -219,10 +220,10 @@ class Job:
             progress = self.trajectory_dir / PROGRESS
             if ckpt.is_complete(progress) and int(ckpt.read_meta(progress)["step"]) <= plan.seed_steps:
                 ckpt.remove(progress)
-            with open(self.trajectory_dir / "segments.jsonl", "a") as f:  # audit trail of training done
-                f.write(json.dumps({"from_step": start_step, "to_step": plan.seed_steps,
-                                    "tokens": trainer.tokens_trained, "run_id": plan.run_id,
-                                    "wall_s": round(time.time() - started, 3)}) + "\n")
+            # The audit trail of training done. No flock in the store (NFS): the seed's lease serialises its writers.
+            append_jsonl(self.trajectory_dir / "segments.jsonl", [{
+                "from_step": start_step, "to_step": plan.seed_steps, "tokens": trainer.tokens_trained,
+                "run_id": plan.run_id, "wall_s": round(time.time() - started, 3)}], lock=False)
 
     # ---------------------------------------------------------------- expert
     def _logger(self, run_id: str, name: str, job_type: str, extra: dict, ledger_dir: Path) -> RunLogger:

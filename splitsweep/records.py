@@ -12,7 +12,6 @@ this module wrote whole lines) is moved to `<table>.torn` so that the table stay
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .fsio import AppendError, append_lines, locked, read_jsonl
 from .layout import RESULTS_FILE, SweepLayout
 from .store import write_json_atomic
 
@@ -103,9 +103,7 @@ def _row_key(row: dict, key: str) -> str:
 
 @contextlib.contextmanager
 def _locked(table: Path, key: str = "run_id"):
-    table.parent.mkdir(parents=True, exist_ok=True)
-    with open(table.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(table):
         _repair(table, key)
         yield
 
@@ -154,15 +152,6 @@ def _repair(table: Path, key: str = "run_id") -> None:
     write_json_atomic(covered_file, {"bytes": size})
 
 
-def _write_all(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:
-            raise OSError("write returned 0 bytes")
-        view = view[n:]
-
-
 def append_rows(sweep_dir: str | os.PathLike, rows: list[dict], filename: str = RESULTS_FILE,
                 key: str = "run_id") -> bool:
     """Append `rows` (all of one `key`: a run, or one evaluation of a run) to `sweep_dir/filename` unless that
@@ -183,19 +172,12 @@ def append_rows(sweep_dir: str | os.PathLike, rows: list[dict], filename: str = 
         marker = _index_dir(table) / f"{run_id}.json"
         if marker.exists():
             return False
-        fd = os.open(table, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            start = os.fstat(fd).st_size
-            try:
-                _write_all(fd, payload)
-                os.fsync(fd)
-            except OSError as err:
-                os.ftruncate(fd, start)  # whole lines or nothing
-                os.fsync(fd)
-                raise RecordWriteError(err.errno, f"could not record {len(rows)} rows of run {run_id} in "
-                                       f"{table}: {err.strerror or err}; the table is unchanged") from err
-        finally:
-            os.close(fd)
+            start = append_lines(table, payload, lock=False)  # _locked holds the lock; its repair cut any torn tail
+        except AppendError as err:
+            cause = err.__cause__
+            raise RecordWriteError(err.errno, f"could not record {len(rows)} rows of run {run_id} in "
+                                   f"{table}: {cause.strerror or cause}; the table is unchanged") from cause
         write_json_atomic(marker, {"offset": start, "length": len(payload), "rows": len(rows)})
         write_json_atomic(_index_dir(table) / ".covered", {"bytes": start + len(payload)})
     return True
@@ -239,14 +221,4 @@ def read_rows(path: str | os.PathLike, run_id: str | None = None) -> list[dict]:
     path = Path(path)
     if path.is_dir():
         path = SweepLayout(path).results
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if _is_row(row) and (run_id is None or row["run_id"] == run_id):
-            rows.append(row)
-    return rows
+    return [row for row in read_jsonl(path) if _is_row(row) and (run_id is None or row["run_id"] == run_id)]

@@ -25,13 +25,11 @@ has saved its checkpoint (see `splitsweep.train.StopFlag`). Seed jobs do the sam
 from __future__ import annotations
 
 import copy
-import fcntl
 import json
 import os
 import socket
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +41,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from .fsio import append_jsonl
 from .launch_plan import launch_plan
 from .layout import StoreLayout, SweepLayout
 
@@ -611,24 +610,10 @@ def write_launch(sweep_dir: Path, launcher: str, points: list[Point], seeds: Seq
             **(_log_paths(p.job) if p.job is not None else {}),
         } for p in points],
     }
-    _append_line(SweepLayout(sweep_dir).launches, json.dumps(entry) + "\n")
-
-
-def _append_line(path: Path, line: str) -> None:
-    """Append one line atomically: readers see the file without it or with all of it, never a torn line
-    (the whole file is rewritten and renamed over the old one, under a lock against concurrent launches)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        text = path.read_text() if path.exists() else ""
-        if text and not text.endswith("\n"):
-            text += "\n"
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "w") as f:
-            f.write(text + line)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    # One write of the whole line at the end of the file, under a lock against concurrent launches. A reader while
+    # it is written (status.launches) skips the partial last line; a launcher killed mid-write leaves a torn line
+    # that stays a line of its own, skipped too.
+    append_jsonl(SweepLayout(sweep_dir).launches, [entry])
 
 
 class SlurmLauncher(_SeedsFirst):

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .fsio import read_jsonl
 from .layout import SweepLayout
 from .records import read_rows
 
@@ -94,16 +95,8 @@ def scheduler_states(job_ids) -> dict[str, tuple[str, str]]:
 
 # ---------------------------------------------------------------------- launches and directories
 def launches(sweep_dir: Path) -> list[dict]:
-    path = SweepLayout(sweep_dir).launches
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    """Every launch of the sweep, oldest first (a line that is not a launch, e.g. a torn one, is skipped)."""
+    return read_jsonl(SweepLayout(sweep_dir).launches)
 
 
 def latest_jobs(sweep_dir: Path) -> dict[str, dict]:

@@ -11,6 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
+from .fsio import write_atomic
+
 
 def signature(payload: dict, length: int = 16) -> str:
     """Stable hash of a JSON-able description of what determines an output."""
@@ -19,17 +21,9 @@ def signature(payload: dict, length: int = 16) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj, durable: bool = True) -> None:
-    """Readers see the old file or the new one, never a part. durable=False skips the fsync (a file rewritten
-    often, whose loss in a machine crash costs little)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        if durable:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Readers see the old file or the new one, never a part (fsio.write_atomic). durable=False skips the fsync
+    (a file rewritten often, whose loss in a machine crash costs little)."""
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), durable=durable)
 
 
 def fsync_tree(root: Path) -> None:

@@ -35,3 +35,20 @@ def test_report_without_downstream_says_how_to_get_it(tmp_path):
     (tmp_path / "results.jsonl").write_text(phonebook_table().to_json(orient="records", lines=True))
     text = build_report(tmp_path, tmp_path / "report", n_bootstrap=0, progress=False).read_text()
     assert "## Downstream accuracy" in text and "eval=phonebook_mc" in text
+
+
+def test_a_torn_last_line_of_downstream_jsonl_is_skipped(tmp_path):
+    """A job killed mid-append leaves a torn last line starting with `{`: the report reads the whole rows."""
+    from analysis.report import _downstream_rows
+    from splitsweep.layout import SweepLayout
+
+    rows = [{"run_id": f"r{i}", "task": "arc_easy", "metric": "acc", "value": 0.5, "pretrain_tokens": 100 * i,
+             "special_tokens": 100, "status": "ok"} for i in range(3)]
+    (tmp_path / "results.jsonl").write_text("")
+    SweepLayout(tmp_path).downstream.write_text("".join(json.dumps(r) + "\n" for r in rows)
+                                                + '{"run_id": "r3", "task": "arc_e')
+    for results, downstream in ((tmp_path, None), (tmp_path / "results.jsonl", None),
+                                (tmp_path, SweepLayout(tmp_path).downstream)):
+        df = _downstream_rows(results, downstream)
+        assert sorted(df["run_id"]) == ["r0", "r1", "r2"]
+        assert list(df.sort_values("run_id")["pretrain_fraction"]) == [0.0, 0.5, 2 / 3]

@@ -228,3 +228,19 @@ def test_plan_point_submits_a_recorded_point_with_a_new_evaluation_and_needs_no_
     assert again.run_id == fresh.run_id and not again.done
     assert again.seed_ready  # its job evaluates the final checkpoint: no seed job is submitted for it
     assert not (tmp_path / "store").exists()  # planning prepared nothing
+
+
+def test_a_launch_is_appended_as_one_line_after_a_torn_one(tmp_path):
+    """write_launch appends its line (no rewrite of the manifest); a line torn by a killed launcher stays apart."""
+    from splitsweep.slurm import write_launch
+    from splitsweep.status import launches
+
+    write_launch(tmp_path, "local", grid()[:2])
+    manifest = tmp_path / "launches.jsonl"
+    inode = manifest.stat().st_ino
+    with open(manifest, "a") as f:
+        f.write('{"launcher": "slurm", "poi')  # a launcher killed mid-write
+    write_launch(tmp_path, "slurm", grid()[2:])
+    assert manifest.stat().st_ino == inode  # appended in place, not replaced
+    assert [(x["launcher"], len(x["points"])) for x in launches(tmp_path)] == [("local", 2), ("slurm", 4)]
+    assert manifest.read_text().splitlines()[1] == '{"launcher": "slurm", "poi'

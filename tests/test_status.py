@@ -159,3 +159,10 @@ def test_a_seed_job_slurm_still_holds_is_reused_unless_its_dependency_can_never_
     done, ready = Point(1, [], "a", "r1", "t-j0", 256, False, True), Point(2, [], "b", "r2", "t-j0", 256, True, False)
     attached = Point(3, [], "c", "r3", "t-j0", 256, False, False, attached=True)
     assert live_seeds([done, ready, attached], latest, states) == {}
+
+
+def test_a_torn_or_foreign_line_of_the_manifest_is_skipped(sweep):
+    with open(sweep / "launches.jsonl", "a") as f:
+        f.write('[1, 2]\n{"launcher": "slurm", "points": [{"idx": 0, "run_id": "ffff", "job_')  # a killed launcher
+    assert [len(launch["points"]) for launch in st.launches(sweep)] == [5]
+    assert set(st.latest_jobs(sweep)) == {"aaaa", "bbbb", "cccc", "eeee"}

@@ -125,3 +125,38 @@ def test_build_once_builds_one_file_or_directory_once_and_leaves_nothing_when_it
     with pytest.raises(RuntimeError, match="disk full"):
         build_once(tmp_path / "e", broken)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "d"]  # no output, no temporary, no lock
+
+
+def test_one_atomic_write_one_whole_line_appender_one_tolerant_reader(tmp_path, monkeypatch):
+    from splitsweep import fsio
+
+    target = tmp_path / "d" / "f.json"
+    fsio.write_atomic(target, b"old", mode=0o640)
+    assert target.read_bytes() == b"old" and (target.stat().st_mode & 0o777) == 0o640
+    monkeypatch.setattr(fsio.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        fsio.write_atomic(target, b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["f.json"]
+
+    table = tmp_path / "t.jsonl"
+    assert fsio.read_jsonl(table) == []
+    assert fsio.append_jsonl(table, [{"a": 1}, {"a": 2}]) == 0
+    with open(table, "a") as f:
+        f.write('[1, 2]\n"text"\n{"a": 3, "b')  # foreign lines, then a writer killed mid-line
+    start = fsio.append_jsonl(table, [{"a": 4}])
+    assert table.read_bytes()[start:] == b'{"a": 4}\n'  # not glued to the torn line: that one ends first
+    assert table.read_text().splitlines()[-2] == '{"a": 3, "b'
+    assert fsio.read_jsonl(table) == [{"a": 1}, {"a": 2}, {"a": 4}]
+    before = table.read_bytes()
+
+    real_write = os.write
+
+    def full(fd, view):
+        real_write(fd, bytes(view[:3]))  # a few bytes land, then the disk is full
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(fsio.os, "write", full)
+    with pytest.raises(fsio.AppendError, match="No space left"):
+        fsio.append_jsonl(table, [{"a": 5}])
+    monkeypatch.undo()
+    assert table.read_bytes() == before  # cut back: whole lines or nothing
