@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
-from .store import signature
+from .identity import signature
 from .sweep_identity import check_sweep
 
 

@@ -28,7 +28,9 @@ from omegaconf import OmegaConf
 from .layout import DOWNSTREAM_FILE, StoreLayout, SweepLayout
 from .plan import ConfigError
 from .records import append_rows, is_recorded, read_rows
-from .store import build_once, signature
+from .identity import signature
+from .steps import DownstreamStep
+from .store import build_once
 
 TASKS_DIR = Path(__file__).resolve().parent / "eval_tasks"
 PHONEBOOK_MC = "phonebook_mc"
@@ -67,16 +69,20 @@ def is_evaluated(sweep_dir, eval_id: str) -> bool:
     return is_recorded(sweep_dir, eval_id, DOWNSTREAM_FILE, key="eval_id")
 
 
-def evaluation_id(ecfg, run_id: str, tasks: list[str] | None = None) -> str:
-    """What decides an evaluation's numbers, for one run: the `eval` config's tasks (or `tasks`), few-shot, limit,
-    seed, bootstrap, local data sets, and the lm-eval version. From the config alone (no task is loaded), so a
-    launcher can tell whether a recorded grid point still has an evaluation to run (slurm.point_done)."""
+def evaluation_step(ecfg, run_id: str, tasks: list[str] | None = None) -> DownstreamStep:
+    """One run's evaluation as a step, from the `eval` config alone (no task is loaded), so a launcher can tell
+    whether a recorded grid point still has an evaluation to run (slurm.point_done). `tasks`: the expanded task
+    names, when known."""
     e = OmegaConf.to_container(ecfg, resolve=True) if OmegaConf.is_config(ecfg) else dict(ecfg)
     tasks = [str(t) for t in e.get("tasks") or []] if tasks is None else tasks
-    return signature({"run_id": run_id, "tasks": sorted(tasks), "num_fewshot": e.get("num_fewshot"),
-                      "limit": e.get("limit"), "seed": e.get("seed", 0),
-                      "bootstrap_iters": e.get("bootstrap_iters", 1000),
-                      "local_datasets": e.get("local_datasets"), "lm_eval": lm_eval_version()})
+    return DownstreamStep(run_id, tuple(sorted(tasks)), e.get("num_fewshot"), e.get("limit"), e.get("seed", 0),
+                          e.get("bootstrap_iters", 1000), e.get("local_datasets"), lm_eval_version())
+
+
+def evaluation_id(ecfg, run_id: str, tasks: list[str] | None = None) -> str:
+    """What decides an evaluation's numbers, for one run: the `eval` config's tasks (or `tasks`), few-shot, limit,
+    seed, bootstrap, local data sets, and the lm-eval version (steps.DownstreamStep)."""
+    return evaluation_step(ecfg, run_id, tasks).identity
 
 
 # ------------------------------------------------------------------------------ phonebook task

@@ -20,8 +20,8 @@ from .errors import ConfigError
 from .model import ModelSpec
 from .parallelize import ACTIVATION_CHECKPOINTING, PRECISIONS, TrainLayout
 from .schedule import SCHEDULES, Schedule
-from .store import signature
-from .sweep_identity import pop_added_at_default
+from .identity import config_hash
+from .steps import ExpertStep, Trajectory, TrajectorySchedule
 from .train import BatchSpec
 
 # Bump when a change to training semantics makes stored seeds and runs invalid.
@@ -202,6 +202,7 @@ class Plan:
     n_experts: int = 1  # K, the experts sharing the seed under shared_seed
     recorded_steps: tuple[int, int] | None = None  # (D, D') of the grid point, in steps (None: the path's)
     cooldown_steps: int = 0  # a pretraining-only run's decay on the mixture, branched this many steps before D
+    expert: ExpertStep | None = None  # the grid point's run as a step (its trajectory and seed follow from it)
 
     # seed_steps / expert_steps are the path trained: where it leaves the seed trajectory, and what follows.
     # pretrain_tokens / special_tokens are what the grid point is and its rows record (D, D'); they differ
@@ -374,23 +375,13 @@ def make_plan(cfg: DictConfig) -> Plan:
 
     optimizer = {k: (list(v) if OmegaConf.is_list(v) else v) for k, v in
                  OmegaConf.to_container(t.optimizer, resolve=True).items()}
-    trajectory = {
-        "version": STORE_VERSION, "model": spec.__dict__, "vocab_size": source.vocab_size,
-        "data": source.identity(), "seq_len": batch.seq_len, "global_batch": batch.global_batch,
-        "optimizer": optimizer, "grad_clip": float(t.grad_clip), "seed": seed,
-        "schedule": {"name": schedule.name, "peak_lr": schedule.peak_lr, "warmup_steps": schedule.warmup_steps},
-        "mixture_counts": source.mixture.counts.tolist(),
-    }
-    if schedule.seed_depends_on_length:
-        trajectory["schedule"].update(min_lr_factor=schedule.min_lr_factor, seed_steps=seed_steps)
-    if str(t.get("precision", "fp32")) != "fp32":  # fp32 ids are as they were before precision existed
-        trajectory["precision"] = str(t.precision)
-    trajectory_id = signature(trajectory)
-    run = {"trajectory": trajectory_id, "seed_steps": seed_steps, "expert_steps": expert_steps,
-           "expert_domain": expert_domain, "min_lr_factor": schedule.min_lr_factor,
-           "decay_fraction": schedule.decay_fraction, "version": STORE_VERSION}
-    if cooldown:
-        run["pretrain_only_cooldown_steps"] = cooldown
+    length = (schedule.min_lr_factor, seed_steps) if schedule.seed_depends_on_length else (None, None)
+    trajectory = Trajectory(STORE_VERSION, spec.__dict__, source.vocab_size, source.identity(), batch.seq_len,
+                            batch.global_batch, optimizer, float(t.grad_clip), seed,
+                            TrajectorySchedule(schedule.name, schedule.peak_lr, schedule.warmup_steps, *length),
+                            source.mixture.counts.tolist(), str(t.get("precision", "fp32")))
+    expert = ExpertStep(trajectory, seed_steps, expert_steps, expert_domain, schedule.min_lr_factor,
+                        schedule.decay_fraction, STORE_VERSION, cooldown)
     accounting = str(cfg.split.get("accounting") or "per_path")
     k = n_experts(cfg.split, len(source.domains)) if accounting == "shared_seed" else 1
     sharing = k if expert_domain != MIXTURE else 1  # D and D' given: C = D + K·D' (one model of C for the baseline)
@@ -398,14 +389,5 @@ def make_plan(cfg: DictConfig) -> Plan:
               if cfg.split.get("pretrain_fraction") is not None
               else (recorded_steps[0] + sharing * recorded_steps[1]) * batch.tokens_per_step)
     return Plan(cfg, spec, source, schedule, batch, seed, seed_steps, expert_steps, expert_domain,
-                trajectory_id, signature(run), config_hash(cfg), seed_offsets, epochs_max, accounting, budget, k,
-                recorded_steps, cooldown)
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of the resolved job config, without where its outputs go and how they are reported."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    for volatile in ("paths", "logger", "report"):
-        resolved.pop(volatile, None)
-    pop_added_at_default(resolved)  # settings added later, at their default: the hash is as before
-    return signature(resolved)
+                trajectory.identity, expert.identity, config_hash(cfg), seed_offsets, epochs_max, accounting,
+                budget, k, recorded_steps, cooldown, expert)

@@ -492,12 +492,12 @@ def point_done(sweep_dir, run_id: str, cfg: DictConfig) -> bool:
     `eval=...` tasks or changing eval.num_fewshot on a recorded sweep submits its points again, and their jobs
     evaluate the final checkpoints without training (Job._already_recorded), as on the sequential launcher. Reads
     the tables' indexes (records.is_recorded) and loads no task."""
-    from .downstream import DownstreamEval, evaluation_id, is_evaluated
+    from .downstream import DownstreamEval, evaluation_step
     from .records import is_recorded
 
     if not is_recorded(sweep_dir, run_id):
         return False
-    return not DownstreamEval.enabled(cfg) or is_evaluated(sweep_dir, evaluation_id(cfg.eval, run_id))
+    return not DownstreamEval.enabled(cfg) or evaluation_step(cfg.eval, run_id).done(sweep_dir)
 
 
 EACH_DOMAIN = "each"  # split.expert_domain=each: one grid point per data domain, then the mixture baseline

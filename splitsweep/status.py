@@ -147,7 +147,7 @@ def _legacy_run_id(info: dict, run_hashes: dict[str, str]) -> str:
     .hydra/config.yaml, nothing planned), else the job directory's own name."""
     from omegaconf import OmegaConf
 
-    from .plan import config_hash
+    from .identity import config_hash
 
     try:
         return run_hashes[config_hash(OmegaConf.load(Path(info["job_dir"]) / ".hydra" / "config.yaml"))]

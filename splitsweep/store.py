@@ -1,7 +1,7 @@
-"""Content-addressed outputs: identities, atomic publication, and locks that survive dead holders."""
+"""Content-addressed outputs: atomic publication, build-once under a lock, and locks that survive dead holders
+(the identities that name the outputs are computed in identity.py)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,12 +12,6 @@ import uuid
 from pathlib import Path
 
 from .fsio import write_atomic
-
-
-def signature(payload: dict, length: int = 16) -> str:
-    """Stable hash of a JSON-able description of what determines an output."""
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 def write_json_atomic(path: str | os.PathLike, obj, durable: bool = True) -> None:

@@ -1,8 +1,8 @@
 """A sweep knows its experiment: the settings every one of its grid points shares.
 
 `<sweep_dir>/sweep.json` records them when the sweep is first launched: the whole resolved config except the
-grid's axes and the settings that do not change a result (paths, logging, the report, threads, checkpoint
-cadence...). The axes are `split.*` (the coordinates of a point: D, D', T, D/T, the expert domain) and every key
+grid's axes and the settings that do not change a result (identity.NOT_DEFINING: paths, logging, the report,
+threads, checkpoint cadence...). The axes are `split.*` (the coordinates of a point: D, D', T, D/T, the expert domain) and every key
 a launch varies across its grid points or names in its sweeper's params; each launch adds its axes. A later
 launch, or a single run, into the same sweep must agree on everything else, or it is refused before any
 compute: the rows of another experiment would silently join this one's table and its report.
@@ -19,41 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 from .layout import SweepLayout
+from .identity import NOT_DEFINING, without_added_at_default
 from .store import write_json_atomic
 
 POINT_AXES = ("split",)
 # ...except how a budget is read: one sweep, one accounting.
 DEFINING_SPLIT = ("split.accounting", "split.n_experts")
-# Settings that do not change what a grid point measures.
-NOT_DEFINING = ("paths", "logger", "report", "hydra", "eval", "sweep_name", "train.threads", "train.device",
-                "train.micro_batch", "train.progress_every_s", "train.checkpoint_every_steps",
-                "train.lock_stale_s", "train.handle_signals", "data.progress", "data.num_proc", "train.compile",
-                "train.activation_checkpointing", "train.sync_every_steps")
-# Settings added after sweeps and runs were recorded: at this value a setting is the old behaviour, so it is
-# left out of the sweep's identity and of a job's config hash, and what was recorded stays the same.
-ADDED_AT_DEFAULT = {
-    "split.accounting": "per_path", "split.n_experts": None, "split.tokens_per_param": None,
-    "split.budget_step_multiple": 1, "train.eval_scope": "all", "train.precision": "fp32",
-    "train.compile": False, "train.activation_checkpointing": "none", "train.sync_every_steps": 10,
-    "data.num_proc": 1,
-}
-
-
-def without_added_at_default(flat: dict) -> dict:
-    """`flat` (dotted keys) without the settings that are at their added-at-default value."""
-    return {k: v for k, v in flat.items() if not (k in ADDED_AT_DEFAULT and v == ADDED_AT_DEFAULT[k])}
-
-
-def pop_added_at_default(resolved: dict) -> dict:
-    """The same on a nested config (in place): the keys at their added-at-default value are removed."""
-    for dotted, default in ADDED_AT_DEFAULT.items():
-        *parents, leaf = dotted.split(".")
-        node = resolved
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node and node[leaf] == default:
-            node.pop(leaf)
-    return resolved
 
 
 def _flatten(obj, prefix: str = "") -> dict:

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from splitsweep.records import append_rows, read_rows
-from splitsweep.store import FileLock, signature
+from splitsweep.identity import signature
+from splitsweep.store import FileLock
 from tests.helpers import REPO, TINY, TOKENS_PER_STEP, segments
 
 T = TOKENS_PER_STEP

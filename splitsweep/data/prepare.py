@@ -33,7 +33,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ..errors import ConfigError
-from ..store import build_once, signature, write_json_atomic
+from ..identity import signature
+from ..store import build_once, write_json_atomic
 from . import clustering as clus
 from .tokenizer import cached_bpe, eos_id, load_tokenizer
 

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ..store import build_once, signature
+from ..identity import signature
+from ..store import build_once
 
 EOS = "<|endoftext|>"
 
