@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
+from .status import is_alive
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -31,9 +33,12 @@ class Submission:
 
 class PointLike(Protocol):
     idx: int
+    run_id: str
     trajectory_id: str
     seed_tokens: int
     seed_ready: bool
+    done: bool
+    attached: bool
 
 
 def launch_plan(todo: Sequence[PointLike], chained: bool, expert_name: str = "splitsweep",
@@ -77,3 +82,32 @@ def launch_plan(todo: Sequence[PointLike], chained: bool, expert_name: str = "sp
         plan.append(Submission(f"experts:{seed_key}", "experts", tuple(points), (seed_key,) if seed_key else (),
                                trajectory_of.get(seed_key, ""), name=expert_name))
     return plan
+
+
+def still_queued(points: Sequence[PointLike], latest: dict[str, dict], states: dict[str, tuple]) -> list[tuple]:
+    """(point, its earlier launch entry, scheduler state) of the points whose earlier job SLURM still holds in a
+    live state (status.ALIVE: pending, requeued, held, running...): those are waited for, never submitted again."""
+    out = []
+    for p in points:
+        entry = latest.get(p.run_id)
+        state = states.get(entry["job_id"], ("", ""))[0] if entry else ""
+        if not p.done and is_alive(state):
+            out.append((p, entry, state))
+    return out
+
+
+def live_seeds(points: Sequence[PointLike], latest: dict[tuple[str, int], dict],
+               states: dict[str, tuple]) -> dict[tuple[str, int], tuple[dict, str]]:
+    """(trajectory, D) -> (its seed job's entry from an earlier launch, scheduler state) for the seeds that points
+    still to submit need and whose job SLURM still holds in a live state (status.ALIVE) with a dependency that can
+    still be met: the experts wait for that job, no second seed job is submitted."""
+    out = {}
+    for p in points:
+        key = (p.trajectory_id, p.seed_tokens)
+        entry = latest.get(key)
+        if p.done or p.attached or p.seed_ready or entry is None or key in out:
+            continue
+        state, reason = states.get(str(entry["job_id"]), ("", ""))
+        if is_alive(state) and "DependencyNeverSatisfied" not in reason:
+            out[key] = (entry, state)
+    return out

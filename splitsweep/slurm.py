@@ -18,6 +18,9 @@ On top of hydra-submitit-launcher they:
 - put the repository on the jobs' `PYTHONPATH`, and write `launches.jsonl` in the sweep directory (job id,
   run id and log folder of every grid point), which the status command reads.
 
+What to submit is decided by launch_plan.py (pure, tested with fakes); where the jobs go, and how they are
+waited for, by backends.py (SLURM, or local processes). This module composes the grid and carries the plan out.
+
 Preemption and walltime: Hydra's launcher object has a `checkpoint` method (resubmit the same grid point);
 submitit calls it from its USR2 handler, to which splitsweep's StopFlag hands over once the training loop
 has saved its checkpoint (see `splitsweep.train.StopFlag`). Seed jobs do the same through `SeedTask`.
@@ -41,11 +44,11 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from .backends import LocalBackend, SlurmBackend
 from .fsio import append_jsonl
 from .launch_plan import launch_plan
 from .layout import StoreLayout, SweepLayout
 
-REPO = Path(__file__).resolve().parents[1]
 POLL_S = 1.0
 
 
@@ -71,41 +74,6 @@ def _log_paths(job) -> dict:
         return {"stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
     except Exception:  # noqa: BLE001 (a job object without paths)
         return {}
-
-
-# sbatch's refusal -> the launcher setting to look at.
-_SETTINGS = [
-    ("invalid partition", "hydra.launcher.partition"),
-    ("memory specification", "hydra.launcher.mem_gb (or mem_per_cpu / mem_per_gpu)"),
-    ("more processors requested", "hydra.launcher.cpus_per_task x tasks_per_node"),
-    ("node count specification", "hydra.launcher.nodes"),
-    ("invalid account", "hydra.launcher.account"),
-    ("invalid qos", "hydra.launcher.qos"),
-    ("time limit", "hydra.launcher.timeout_min"),
-    ("invalid generic resource", "hydra.launcher.gpus_per_node / gres"),
-    ("invalid gres", "hydra.launcher.gpus_per_node / gres"),
-    ("requested node configuration is not available", "hydra.launcher (cpus_per_task, mem_gb, gpus_per_node, "
-                                                        "constraint)"),
-    ("unrecognized option", "hydra.launcher.additional_parameters"),
-    ("invalid dependency", "hydra.launcher.additional_parameters.dependency"),
-]
-
-
-def submission_error(err: Exception, params: dict) -> str:
-    """A one-paragraph explanation of why sbatch refused a job, naming the launcher setting."""
-    text = str(err)
-    lines = [line.strip() for line in text.splitlines() if "error" in line.lower() and line.strip()]
-    reason = (lines[-1] if lines else text.strip().splitlines()[-1] if text.strip() else repr(err))
-    reason = reason.split("error:", 1)[-1].strip() if "error:" in reason else reason
-    hits = [setting for key, setting in _SETTINGS if key in text.lower()]
-    msg = f"SLURM refused the job: {reason}"
-    if hits:
-        setting = hits[0]
-        first = setting.split()[0]
-        key = first.rsplit(".", 1)[-1]
-        value = params.get(key, None)
-        msg += f". Check {setting}" + (f" (now {value!r})" if first.startswith("hydra.launcher.") and key in params else "")
-    return msg + ". Nothing of this launch is left in the queue."
 
 
 @dataclass
@@ -188,16 +156,18 @@ class ReportTask:
 
 
 class _SeedsFirst(BaseSubmititLauncher):
-    """Shared by the SLURM and local flavours; `_EXECUTOR` picks the submitit executor."""
+    """Shared by the SLURM and local flavours; `BACKEND` (backends.py) is where their jobs go."""
+
+    BACKEND: type[LocalBackend] = LocalBackend
 
     def __init__(self, **params: Any) -> None:
         self.wait = bool(params.pop("wait", True))  # splitsweep's, not a submitit parameter
         super().__init__(**params)
-        if self._EXECUTOR == "slurm":
-            line = f'export PYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}"'
-            setup = list(self.params.get("setup") or [])
-            if line not in setup:
-                self.params["setup"] = [line, *setup]
+        self.backend.configure()
+
+    @property
+    def backend(self) -> LocalBackend:
+        return self.BACKEND(self.params)
 
     def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
         # In a multi-task job every task is a rank and runs this; rank 0 alone writes the Hydra job
@@ -210,25 +180,15 @@ class _SeedsFirst(BaseSubmititLauncher):
     def _executor(self):
         import submitit
 
+        name = self.BACKEND.name
         params = dict(self.params)
         init = {"folder": params.pop("submitit_folder")}
         if "max_num_timeout" in params:
-            init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+            init[f"{name}_max_num_timeout"] = params.pop("max_num_timeout")
+        executor = submitit.AutoExecutor(cluster=name, **init)
         base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+        executor.update_parameters(**{k if k in base else f"{name}_{k}": v for k, v in params.items()})
         return executor
-
-    def _depend(self, executor, job_ids: Sequence[str], name: str) -> None:
-        """Set the dependency (and the job name) of the next submissions."""
-        base = dict(self.params.get("additional_parameters") or {})
-        if self._EXECUTOR == "slurm":
-            if job_ids:
-                base["dependency"] = "afterok:" + ":".join(job_ids)
-                base.setdefault("kill-on-invalid-dep", "yes")
-            executor.update_parameters(slurm_additional_parameters=base, name=name)
-        else:
-            executor.update_parameters(name=name)
 
     def _cpus_follow_threads(self, points: list[Point]) -> None:
         """cpus_per_task left null: a rank is allocated the threads its config runs (train.threads), so the
@@ -240,47 +200,15 @@ class _SeedsFirst(BaseSubmititLauncher):
         if wanted:
             self.params["cpus_per_task"] = max(wanted)
 
-    # ------------------------------------------------------------------ planning
-    def _attach_alive(self, sweep_dir: Path, points: list[Point]) -> dict[tuple[str, int], Any]:
-        """Grid points whose job from an earlier launch is still queued or running: wait for that job. Returns
-        the seeds the other points need whose job from an earlier launch is still live, (trajectory, D) -> that
-        job: the plan reuses it as their dependency instead of submitting a second seed job."""
-        if self._EXECUTOR != "slurm":
-            return {}
-        import submitit
-
-        from .status import latest_jobs, latest_seed_jobs, scheduler_states
-
-        latest = latest_jobs(sweep_dir)
-        wanted = {p.run_id: latest[p.run_id] for p in points if not p.done and p.run_id in latest}
-        needed = {(p.trajectory_id, p.seed_tokens) for p in points if not p.done and not p.seed_ready}
-        seeds = {k: e for k, e in latest_seed_jobs(sweep_dir).items() if k in needed}
-        if not wanted and not seeds:
-            return {}
-        states = scheduler_states([e["job_id"] for e in [*wanted.values(), *seeds.values()]])
-        for p, entry, state in still_queued(points, wanted, states):
-            p.job = submitit.SlurmJob(folder=entry["folder"], job_id=entry["job_id"])
-            p.attached = True
-            print(f"splitsweep: #{p.idx} is still {state.lower()} as job {entry['job_id']} from an earlier "
-                  f"launch; waiting for it instead of submitting it again", flush=True)
-        queued = {}
-        for (trajectory, tokens), (entry, state) in live_seeds(points, seeds, states).items():
-            queued[(trajectory, tokens)] = submitit.SlurmJob(folder=entry["folder"], job_id=str(entry["job_id"]))
-            print(f"splitsweep: seed {trajectory} D={tokens:,} is still {state.lower()} as job {entry['job_id']} "
-                  f"from an earlier launch; its experts wait for it instead of a new seed job", flush=True)
-        return queued
-
     # ------------------------------------------------------------------ launch
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        if self._EXECUTOR == "local":  # local jobs are subprocesses of this one
-            os.environ["PYTHONPATH"] = os.pathsep.join(
-                [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        backend = self.backend
         points = plan_grid(self.hydra_context, self.config, job_overrides, initial_job_idx, "submitted")
         self._cpus_follow_threads(points)
-        queued_seeds = self._attach_alive(sweep_dir, points)
+        queued_seeds = backend.attach(sweep_dir, points)
         todo = [p for p in points if not p.done and not p.attached]
         done = [p for p in points if p.done]
         print(f"splitsweep: {len(points)} grid points: {len(done)} already recorded, "
@@ -293,30 +221,32 @@ class _SeedsFirst(BaseSubmititLauncher):
         except Exception as err:  # noqa: BLE001 (sbatch refused: say which setting, leave nothing queued)
             for job in submitted:
                 job.cancel(check=False)
-            if self._EXECUTOR != "slurm" or "submission failed" not in str(err).lower():
+            refusal = backend.refusal(err)
+            if refusal is None:
                 raise
-            print(f"splitsweep: error: {submission_error(err, self.params)}", file=sys.stderr, flush=True)
+            print(f"splitsweep: error: {refusal}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
-        if not self.wait and self._EXECUTOR == "slurm":
+        if not self.wait and backend.outlives_launcher:
             return self._submitted_and_exit(executor, sweep_dir, points, seed_jobs, seed_records)
         self._write_manifest(sweep_dir, points, seed_records)
 
-        # Wait for everything; a failed seed cancels the experts that wait for it.
+        # Wait for everything; a failed seed cancels the experts that wait for it (locally, the seeds are over).
         waiting = [p.job for p in points if p.job is not None]
-        self._wait(waiting + [j for j in seed_jobs.values() if self._EXECUTOR == "slurm"], points)
+        self._wait(waiting + ([j for j in seed_jobs.values()] if backend.chained else []), points)
         return self._returns(sweep_dir, points)
 
     def _submit(self, executor, todo: list[Point], state: dict, submitted: list,
                 queued_seeds: dict[tuple[str, int], Any] | None = None):
         """Carry out the launch plan (launch_plan.py): seed jobs first, then the experts. `queued_seeds`:
-        (trajectory, D) -> a live seed job of an earlier launch (see _attach_alive), reused, not submitted."""
-        slurm = self._EXECUTOR == "slurm"
+        (trajectory, D) -> a live seed job of an earlier launch (backends.SlurmBackend.attach), reused, not submitted."""
+        backend = self.backend
+        chained = backend.chained
         by_idx = {p.idx: p for p in todo}
         queued_seeds = queued_seeds or {}
         jobs: dict[str, Any] = {}  # submission key -> submitit job
         seed_jobs: dict[tuple[str, int], Any] = {}
         seed_records = []
-        for sub in launch_plan(todo, chained=slurm, expert_name=str(self.params.get("name") or "splitsweep"),
+        for sub in launch_plan(todo, chained=chained, expert_name=str(self.params.get("name") or "splitsweep"),
                                queued={k: job.job_id for k, job in queued_seeds.items()}):
             after = [jobs[k] for k in sub.after]
             if sub.queued_as:  # an earlier launch's live seed job, recorded in that launch's manifest entry
@@ -324,13 +254,13 @@ class _SeedsFirst(BaseSubmititLauncher):
                 jobs[sub.key] = seed_jobs[seed] = queued_seeds[seed]
                 continue
             if sub.kind == "seed":
-                self._depend(executor, [j.job_id for j in after] if slurm else [], sub.name)
+                backend.after(executor, [j.job_id for j in after] if chained else [], sub.name)
                 job = jobs[sub.key] = executor.submit(SeedTask(self, [by_idx[i].overrides for i in sub.points], state))
                 submitted.append(job)
                 for d in sub.tokens:
                     seed_jobs[(sub.trajectory_id, d)] = job
                 seed_records.append({"trajectory_id": sub.trajectory_id,
-                                     "tokens": sub.tokens[0] if slurm else list(sub.tokens), "job_id": job.job_id,
+                                     "tokens": sub.tokens[0] if chained else list(sub.tokens), "job_id": job.job_id,
                                      **_log_paths(job)})
                 print(f"splitsweep: seed {sub.trajectory_id} D={', '.join(f'{d:,}' for d in sub.tokens)} "
                       f"submitted first (job {job.job_id})", flush=True)
@@ -338,7 +268,7 @@ class _SeedsFirst(BaseSubmititLauncher):
             group = [by_idx[i] for i in sub.points]
             for q in group:
                 q.seed_job = seed_jobs.get((q.trajectory_id, q.seed_tokens))
-            if not slurm and after:  # no dependencies locally: wait for the seeds, skip the points whose failed
+            if not chained and after:  # no scheduler dependencies: wait for the seeds, skip the points whose failed
                 self._wait(after)
                 for q in group:
                     if q.seed_job is not None and not self._succeeded(q.seed_job):
@@ -346,7 +276,7 @@ class _SeedsFirst(BaseSubmititLauncher):
                 group = [q for q in group if not q.failure]
             if not group:
                 continue
-            self._depend(executor, [j.job_id for j in after] if slurm else [], sub.name)
+            backend.after(executor, [j.job_id for j in after] if chained else [], sub.name)
             for q in group:
                 print(f"splitsweep: \t#{q.idx} : {' '.join(filter_overrides(q.overrides))}", flush=True)
             array = executor.map_array(self, *zip(*[(q.overrides, "hydra.sweep.dir", q.idx, f"job_id_for_{q.idx}",
@@ -364,11 +294,7 @@ class _SeedsFirst(BaseSubmititLauncher):
         report = None
         cfg = next((p.cfg for p in points if p.cfg is not None), None)
         if jobs and cfg is not None and cfg.report.enabled:
-            base = dict(self.params.get("additional_parameters") or {})
-            base.update(dependency="afterany:" + ":".join(j.job_id for j in jobs))
-            base.pop("kill-on-invalid-dep", None)
-            executor.update_parameters(slurm_additional_parameters=base, name=f"report-{cfg.sweep_name}",
-                                       tasks_per_node=1, nodes=1)
+            self.backend.after_all(executor, [j.job_id for j in jobs], f"report-{cfg.sweep_name}")
             report = executor.submit(ReportTask(str(sweep_dir), cfg.report.budget_tokens,
                                                 int(cfg.report.n_bootstrap)))
         self._write_manifest(sweep_dir, points, seed_records,
@@ -389,10 +315,10 @@ class _SeedsFirst(BaseSubmititLauncher):
         return returns
 
     def _wait(self, jobs: list, points: list[Point] | None = None) -> None:
+        """Until every job of `jobs` is over. submitit's watcher decides when to ask the scheduler (one sacct
+        call for all of them, less often as they age); a finished job is seen from its result file at once."""
         cancelled: set[str] = set()
         while True:
-            if self._EXECUTOR == "slurm" and jobs:
-                jobs[0].watcher.update()  # one sacct call for every job of this launch
             if points:
                 for p in points:
                     seed = p.seed_job
@@ -401,15 +327,8 @@ class _SeedsFirst(BaseSubmititLauncher):
                         p.failure = self._failure_text(seed, f"seed job {seed.job_id}")
                         p.job.cancel(check=False)
                         cancelled.add(p.job.job_id)
-            if all(j.done() for j in jobs):
-                if self._EXECUTOR != "slurm":
-                    return
-                # sacct can trail the scheduler: believe "done" only when squeue has none of them either
-                from .status import is_alive, scheduler_states
-
-                states = scheduler_states([j.job_id for j in jobs])
-                if not any(is_alive(state) for state, _ in states.values()):
-                    return
+            if all(j.done() for j in jobs) and self.backend.settled(jobs):
+                return
             time.sleep(POLL_S)
 
     @staticmethod
@@ -463,7 +382,7 @@ class _SeedsFirst(BaseSubmititLauncher):
         return returns
 
     def _write_manifest(self, sweep_dir: Path, points: list[Point], seeds: list[dict], report: dict | None = None):
-        write_launch(sweep_dir, self._EXECUTOR, points, seeds, str(self.params["submitit_folder"]), report=report)
+        write_launch(sweep_dir, self.BACKEND.name, points, seeds, str(self.params["submitit_folder"]), report=report)
 
 
 # ---------------------------------------------------------------------- shared by every splitsweep launcher
@@ -558,39 +477,6 @@ def plan_grid(hydra_context, config: DictConfig, job_overrides: Sequence[Sequenc
     return points
 
 
-def still_queued(points: Sequence[Point], latest: dict[str, dict], states: dict[str, tuple]) -> list[tuple]:
-    """(point, its earlier launch entry, scheduler state) of the points whose earlier job SLURM still holds in a
-    live state (status.ALIVE: pending, requeued, held, running...): those are waited for, never submitted again."""
-    from .status import is_alive
-
-    out = []
-    for p in points:
-        entry = latest.get(p.run_id)
-        state = states.get(entry["job_id"], ("", ""))[0] if entry else ""
-        if not p.done and is_alive(state):
-            out.append((p, entry, state))
-    return out
-
-
-def live_seeds(points: Sequence[Point], latest: dict[tuple[str, int], dict],
-               states: dict[str, tuple]) -> dict[tuple[str, int], tuple[dict, str]]:
-    """(trajectory, D) -> (its seed job's entry from an earlier launch, scheduler state) for the seeds that points
-    still to submit need and whose job SLURM still holds in a live state (status.ALIVE) with a dependency that can
-    still be met: the experts wait for that job, no second seed job is submitted."""
-    from .status import is_alive
-
-    out = {}
-    for p in points:
-        key = (p.trajectory_id, p.seed_tokens)
-        entry = latest.get(key)
-        if p.done or p.attached or p.seed_ready or entry is None or key in out:
-            continue
-        state, reason = states.get(str(entry["job_id"]), ("", ""))
-        if is_alive(state) and "DependencyNeverSatisfied" not in reason:
-            out[key] = (entry, state)
-    return out
-
-
 def write_launch(sweep_dir: Path, launcher: str, points: list[Point], seeds: Sequence[dict] = (),
                  submitit_folder: str | None = None, to_run: str = "submitted", report: dict | None = None) -> None:
     """Add this launch to `launches.jsonl`: every grid point's index, overrides, job dir and run id (and job,
@@ -617,8 +503,10 @@ def write_launch(sweep_dir: Path, launcher: str, points: list[Point], seeds: Seq
 
 
 class SlurmLauncher(_SeedsFirst):
-    _EXECUTOR = "slurm"
+    BACKEND = SlurmBackend
+    _EXECUTOR = SlurmBackend.name  # data/prepare_array.py reads it
 
 
 class LocalLauncher(_SeedsFirst):
-    _EXECUTOR = "local"
+    BACKEND = LocalBackend
+    _EXECUTOR = LocalBackend.name

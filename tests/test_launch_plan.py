@@ -164,7 +164,7 @@ def test_the_slurm_launcher_reuses_a_held_seed_job_as_the_dependency(tmp_path, m
     launcher = object.__new__(SlurmLauncher)
     launcher.params = {"name": "sweep"}
     points = grid()
-    queued = launcher._attach_alive(tmp_path, points)
+    queued = launcher.backend.attach(tmp_path, points)
     assert {k: j.job_id for k, j in queued.items()} == {("A", 2): "77"}
     assert str(queued[("A", 2)].paths.folder) == str(tmp_path / ".submitit" / "77")
     executor = FakeExecutor()

@@ -106,7 +106,8 @@ def test_cli_json_and_missing_dir(tmp_path, capsys):
 def test_a_job_slurm_still_holds_in_any_live_state_is_waited_for_not_resubmitted():
     # The launcher's decision, with a fake scheduler: every state of status.ALIVE (REQUEUE_HOLD included)
     # attaches the earlier job; a finished, failed or unknown one is submitted again.
-    from splitsweep.slurm import Point, still_queued
+    from splitsweep.launch_plan import still_queued
+    from splitsweep.slurm import Point
     from splitsweep.status import ALIVE
 
     states = {**{f"j{i}": (s, "") for i, s in enumerate(ALIVE)}, "done": ("COMPLETED", ""),
@@ -145,7 +146,8 @@ def test_alive_is_every_state_slurm_may_still_run_a_job_in_and_covers_submitits_
 
 def test_a_seed_job_slurm_still_holds_is_reused_unless_its_dependency_can_never_be_met():
     # The launcher's seed decision (slurm.live_seeds), with a fake scheduler: one not-ready point per state.
-    from splitsweep.slurm import Point, live_seeds
+    from splitsweep.launch_plan import live_seeds
+    from splitsweep.slurm import Point
 
     states = {**{f"j{i}": (s, "") for i, s in enumerate(st.ALIVE)}, "done": ("COMPLETED", ""),
               "failed": ("FAILED", ""), "cancelled": ("CANCELLED by 0", ""), "gone": ("", ""),
