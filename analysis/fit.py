@@ -33,6 +33,7 @@ from .diagnostics import diagnose
 from .errors import AnalysisError
 from .inputs import LawInputs
 from .laws import Law, LawSpec, specialize
+from .roles import role
 
 DELTA = 1e-3  # Huber delta on log loss (Hoffmann et al. 2022, App. D.2)
 
@@ -416,10 +417,8 @@ class FitResult:
 
 def distinct_points(df: pd.DataFrame, per_domain: bool) -> int:
     cols = ["n_params", "pretrain_tokens", "special_tokens", "expert_domain", "mixture_weight"]
-    role = np.where(df["expert_domain"] == "mixture", "baseline",
-                    np.where(df["expert_domain"] == df["eval_domain"], "own", "cross"))
     key = df[["n_params", "pretrain_tokens", "special_tokens", "mixture_weight"]].copy()
-    key["role"] = role
+    key["role"] = role(df).to_numpy()
     if per_domain:
         key["domain"] = df["eval_domain"].to_numpy()
     del cols

@@ -1,9 +1,6 @@
 """The arrays a law consumes, computed once from the tidy table.
 
-Roles of a row (the trained model relative to the evaluated domain):
-  own       an expert evaluated on its own domain (expert_domain == eval_domain)
-  baseline  the no-split mixture model (expert_domain == 'mixture'); D' tokens were mixture tokens
-  cross     an expert evaluated on another domain
+A row's role (own, baseline or cross) is roles.role's.
 """
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .io import MIXTURE
+from .roles import BASELINE, OWN, role
 
 
 @dataclass
@@ -30,8 +27,9 @@ class LawInputs:
     def from_table(cls, df: pd.DataFrame, domains: list | None = None) -> "LawInputs":
         names = sorted(df["eval_domain"].unique()) if domains is None else list(domains)
         index = {d: i for i, d in enumerate(names)}
-        baseline = (df["expert_domain"] == MIXTURE).to_numpy()
-        own = ((df["expert_domain"] == df["eval_domain"]).to_numpy()) & ~baseline
+        roles = role(df)
+        baseline = (roles == BASELINE).to_numpy()
+        own = (roles == OWN).to_numpy()
         return cls(
             n_params=df["n_params"].to_numpy(float),
             pretrain=df["pretrain_tokens"].to_numpy(float),

@@ -291,15 +291,12 @@ def heldout_coverage(rows: pd.DataFrame, law: Law, *, per_domain: bool = False, 
     Each training part is refitted with `n_bootstrap` resamples of trained models (its intervals need them);
     a check that cannot be fitted gives {"error": ...}, one that does not apply {"skipped": ...}.
     """
-    from .validate import KFOLD, heldout_splits
+    from .validate import KFOLD, applicable_splits
     domains = sorted(rows["eval_domain"].unique())
     out = {}
     log_progress(f"{law.name}: {level:.0%} prediction-interval coverage of the held-out checks", progress)
-    extrapolation, folds = heldout_splits(rows)
-    for check, mask, held in extrapolation:
-        if mask is None:
-            out[check] = {"skipped": held}
-            continue
+    checks, folds = applicable_splits(rows, out)
+    for check, mask, held in checks:
         try:
             train, fit = _fit_part(rows, mask, law, per_domain, domains, n_bootstrap, seed)
             k, n, runs = _covered(fit, train, rows[~mask], level, n_resample, seed)

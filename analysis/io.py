@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import AnalysisError
+from .roles import BASELINE, CROSS, MIXTURE, OWN, role
 
 RESULTS_FILE = "results.jsonl"  # same name as splitsweep.records.RESULTS_FILE
 REQUIRED = ("n_params", "pretrain_tokens", "special_tokens", "eval_loss")
 NUMBERS = REQUIRED + ("mixture_weight",)  # columns whose values must be numbers (or missing)
-MIXTURE = "mixture"  # expert_domain of the no-split baseline, eval_domain of the whole-mixture eval
 SINGLE_DOMAIN = "all"  # domain name given to single-domain data
 
 # Which rows the law is fitted on. The law predicts a model's loss on one domain's held-out text.
@@ -309,13 +309,13 @@ def select_rows(df: pd.DataFrame, selection: str = DEFAULT_SELECTION) -> pd.Data
     """The rows a law is fitted on (see SELECTIONS); single-domain data is used whole."""
     if selection not in SELECTIONS:
         raise AnalysisError(f"unknown row selection {selection!r}; choose one of {', '.join(SELECTIONS)}")
-    ev, ex = df["eval_domain"], df["expert_domain"]
+    ev, r = df["eval_domain"], role(df)
     if selection == "all-domains":
         keep = ev != MIXTURE
     elif selection == "own":
-        keep = (ev != MIXTURE) & (ex == ev)
+        keep = (ev != MIXTURE) & (r == OWN)
     else:
-        keep = (ev != MIXTURE) & ((ex == ev) | (ex == MIXTURE))
+        keep = (ev != MIXTURE) & (r != CROSS)
     if not keep.any() and (ev == MIXTURE).all():
         # Only whole-mixture evals (e.g. the baseline alone): fit what there is.
         keep = ev == MIXTURE
@@ -374,7 +374,7 @@ def budget_of(rows: pd.DataFrame, accounting: str | None = None, k: int | None =
             if "eval_domain" in rows.columns else 1
         kk = (pd.to_numeric(rows["n_experts"], errors="coerce") if "n_experts" in rows.columns
               else pd.Series(np.nan, index=rows.index)).fillna(float(n_dom)).astype(float)
-    expert = (rows["expert_domain"] != MIXTURE) if "expert_domain" in rows.columns else pd.Series(True, index=rows.index)
+    expert = (role(rows) != BASELINE) if "expert_domain" in rows.columns else pd.Series(True, index=rows.index)
     c = d + dp * np.where(expert, kk, 1.0)
     c = c.map(lambda v: float(f"{v:.10g}"))
     return (d + dp).where(~shared, c)

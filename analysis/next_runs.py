@@ -38,7 +38,8 @@ import pandas as pd
 from .errors import AnalysisError
 from .fit import FitResult, Problem
 from .inputs import LawInputs
-from .io import MIXTURE, budget_of
+from .io import budget_of
+from .roles import BASELINE, MIXTURE, role
 from .io import domain_weights as mixture_weights_of
 from .split import GRID, Budget, FULL_RANGE, choose_split, domain_weights, optimal_fraction, path_loss
 
@@ -413,7 +414,7 @@ def propose(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, *, target_n
 def _cooldown_fraction(table: pd.DataFrame) -> float:
     """The decay share of a pretraining-only model, from the rows' cooldown_tokens (0.2 without them)."""
     if "cooldown_tokens" in table.columns:
-        pt = table[(table["expert_domain"] == MIXTURE) & (table["special_tokens"] == 0)]
+        pt = table[(role(table) == BASELINE) & (table["special_tokens"] == 0)]
         v = pd.to_numeric(pt.get("cooldown_tokens"), errors="coerce") / pt["pretrain_tokens"]
         v = v[np.isfinite(v) & (v > 0)]
         if len(v):

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .io import MIXTURE  # noqa: E402
+from .roles import BASELINE, MIXTURE, OWN, role  # noqa: E402
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 SE = "eval_loss_se"  # standard error of eval_loss, where the rows have one
@@ -70,10 +70,11 @@ def measured_split_curves(df: pd.DataFrame, metric: str, fraction_label: str = "
     domains = sorted(d for d in df["eval_domain"].unique() if d != MIXTURE)
     for ax, (n, t) in zip(axes, groups):
         g = df[(df["n_params"] == n) & (df["budget_tokens"] == t)]
+        roles = role(g)
         for i, dom in enumerate(domains):
             c = COLORS[i % len(COLORS)]
-            own = g[(g["expert_domain"] == dom) & (g["eval_domain"] == dom)].sort_values("pretrain_fraction")
-            base = g[(g["expert_domain"] == MIXTURE) & (g["eval_domain"] == dom)].sort_values("pretrain_fraction")
+            own = g[(roles == OWN) & (g["eval_domain"] == dom)].sort_values("pretrain_fraction")
+            base = g[(roles == BASELINE) & (g["eval_domain"] == dom)].sort_values("pretrain_fraction")
             if len(own):
                 m, err = mean_and_se(own, "pretrain_fraction", metric)
                 ax.errorbar(m.index, m.values, yerr=err, fmt="o-", color=c, capsize=2, label=f"{dom} expert")
@@ -116,7 +117,7 @@ def special_points(df: pd.DataFrame) -> pd.DataFrame:
     (N, D) with D' = 0 on the individual domains (the seed itself: pretraining only, or an expert with no
     expert phase) - D' = 0 rows are kept, never dropped."""
     dom = df[df["eval_domain"] != MIXTURE] if (df["eval_domain"] != MIXTURE).any() else df
-    own = dom[dom["expert_domain"] == dom["eval_domain"]]
+    own = dom[role(dom, baseline_on_mixture=OWN) == OWN]  # the baseline's, with only whole-mixture evals
     if len(own) == 0:
         own = dom
     keep = pd.concat([own[own["special_tokens"] > 0], dom[dom["special_tokens"] == 0]])

@@ -45,10 +45,10 @@ from .errors import AnalysisError
 from .fit import log_progress
 from .inputs import LawInputs
 from .intervals import N_BOOTSTRAP
-from .io import (DEFAULT_SELECTION, MIXTURE, SELECTIONS, batch_tokens_of, budget_of, domain_weights, load_results,
-                 select_rows)
+from .io import DEFAULT_SELECTION, SELECTIONS, batch_tokens_of, budget_of, domain_weights, load_results, select_rows
 from .laws import LAWS
 from .pipeline import Analysis, analyze
+from .roles import BASELINE, MIXTURE, OWN, role
 from .split import ACCOUNTINGS, CI_LEVEL, GRID, PI_LEVEL, Budget, check_budget, choose_split, fraction_curve, path_loss
 from .split import domain_weights as split_weights
 from .validate import rel_error
@@ -199,7 +199,7 @@ def sweep_accounting(table: pd.DataFrame, accounting: str | None = None) -> dict
     measured = kinds.index[0] if len(kinds) == 1 else None
     k, k_source = len(domains), f"one expert per domain ({len(domains)})"
     if "n_experts" in table.columns:
-        ks = pd.to_numeric(table.loc[(table["expert_domain"] != MIXTURE) & (mapped == "shared-seed"), "n_experts"],
+        ks = pd.to_numeric(table.loc[(role(table) != BASELINE) & (mapped == "shared-seed"), "n_experts"],
                            errors="coerce").dropna().unique()
         if len(ks) == 1:
             k, k_source = int(ks[0]), f"K = {int(ks[0])} from the rows' n_experts"
@@ -476,7 +476,8 @@ def _grid_facts(rows: pd.DataFrame, split: dict | None, sweep: dict) -> dict:
     own = []
     if b_near is not None:
         g = rows[at & np.isclose(budgets.to_numpy(float), b_near, rtol=1e-5)]
-        expert = g[(g["expert_domain"] == g["eval_domain"]) | (g["special_tokens"] == 0)]
+        # an expert path: own rows (the baseline's, with only whole-mixture evals) and pretraining only, D' = 0
+        expert = g[(role(g, baseline_on_mixture=OWN) == OWN) | (g["special_tokens"] == 0)]
         own = sorted({round(float(v), 6) for v in expert["pretrain_tokens"] / b_near})
     return {"sizes": sizes, "budgets_at": b_at, "n_at": n_at, "scale": scale, "budget_near": b_near,
             "where": scale["where"] if scale else f"N = {n_at:.4g}",
@@ -941,8 +942,9 @@ def measured_best(table: pd.DataFrame, sweep: dict) -> list:
     t["_b"] = _key(accounting_budget(t, acct, sweep["k"]))
     t["_d"] = _key(t["pretrain_tokens"])
     t["_n"] = _key(t["n_params"])
-    own = t[(t["expert_domain"] == t["eval_domain"])]
-    base = t[t["expert_domain"] == MIXTURE]
+    roles = role(t)
+    own = t[roles == OWN]
+    base = t[roles == BASELINE]
     has_recall = "recall_accuracy" in t.columns and t["recall_accuracy"].notna().any()
     out = []
     for (n, b), g in own.groupby(["_n", "_b"]):
@@ -1070,8 +1072,9 @@ def _downstream(doc: Doc, results, downstream):
     doc.figure("downstream.png", plots.downstream_curves(df), "accuracy by pretrain fraction and by compute")
     rows = []
     for (task, n, frac), g in df.groupby(["task", "n_params", "pretrain_fraction"]):
-        base = g[g["expert_domain"] == MIXTURE]
-        experts = g[g["expert_domain"] != MIXTURE]
+        roles = role(g)
+        base = g[roles == BASELINE]
+        experts = g[roles != BASELINE]
         best = experts.loc[experts["value"].idxmax()] if len(experts) else None
         rows.append([task, fmt(n), f"{frac:.2f}",
                      f"{best['value']:.3f} ± {float(best['stderr'] or 0):.3f} ({best['expert_domain']})"

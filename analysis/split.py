@@ -37,13 +37,13 @@ from .errors import AnalysisError
 from .fit import FitResult
 from .inputs import LawInputs
 from .io import budget_of
+from .roles import BASELINE, CROSS, OWN, role
 
 ACCOUNTINGS = ("per-path", "shared-seed")
 GRID = np.linspace(0.0, 1.0, 1001)  # fixed grid of pretrain fractions, then a bounded 1-D refinement
 FULL_RANGE = (0.0, 1.0)
 PI_LEVEL = 0.8       # level of the prediction intervals of losses
 CI_LEVEL = 0.95      # level of the bootstrap intervals of D*/T and of gains
-MIXTURE = "mixture"  # io.MIXTURE
 
 
 @dataclass
@@ -161,16 +161,17 @@ def path_rows(rows: pd.DataFrame, domains: list, accounting: str = "per-path", k
     run's budget in the accounting (io.budget_of: T = D + D', or C = D + K·D' for an expert and D + D' for
     the baseline)."""
     r = rows[rows["eval_domain"].isin(domains)]
-    own = (r["expert_domain"] == r["eval_domain"]).to_numpy()
-    base = (r["expert_domain"] == MIXTURE).to_numpy() & ~own
-    r = r[own | base]
+    # With only whole-mixture evals (io.select_rows' fallback) the baseline on the mixture is the measured path.
+    roles = role(r, baseline_on_mixture=OWN)
+    keep = (roles != CROSS).to_numpy()
+    r, roles = r[keep], roles[keep]
     if len(r) == 0:
         return pd.DataFrame(columns=["n", "d", "dp", "t", "domain", "role", "loss"])
     return pd.DataFrame({
         "n": _key(r["n_params"]), "d": _key(r["pretrain_tokens"]), "dp": _key(r["special_tokens"]),
         "t": _key(budget_of(r, accounting, k).to_numpy(float)),
         "domain": r["eval_domain"].astype(str).to_numpy(),
-        "role": np.where((r["expert_domain"] == r["eval_domain"]).to_numpy(), "own", "baseline"),
+        "role": roles.to_numpy(),
         "loss": r["eval_loss"].to_numpy(float)})
 
 
@@ -430,7 +431,7 @@ def extrapolation(rows: pd.DataFrame, fit: FitResult, n_params: float, tokens: f
     r = rows[rows["eval_domain"].isin(fit.domains)]
     nn = r["n_params"].to_numpy(float)
     rd, rdp = r["pretrain_tokens"].to_numpy(float), r["special_tokens"].to_numpy(float)
-    base = (r["expert_domain"] == MIXTURE).to_numpy()
+    base = (role(r) == BASELINE).to_numpy()
     path = rd + rdp
     acct = np.where(base, path, accounting_tokens(rd, rdp, accounting, k))  # a baseline is one model
     out = {"n": _factor(n_params, nn.min(), nn.max()),

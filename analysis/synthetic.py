@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .inputs import LawInputs
-from .io import MIXTURE
+from .roles import BASELINE, CROSS, MIXTURE, OWN, role
 from .laws import Law
 
 DEFAULT_WEIGHTS = {"d0": 0.4, "d1": 0.3, "d2": 0.2, "d3": 0.1}
@@ -116,15 +116,15 @@ def phonebook_table(n_params: float = 4.3e5, budget: float = 2e6, fractions=(0.0
         for expert in list(domains) + [MIXTURE]:
             run_id = hashlib.sha1(f"pb|{f}|{expert}".encode()).hexdigest()[:12]
             for ev in list(domains) + [MIXTURE]:
-                own = expert == ev
-                seen = p * d + (dp if own else (p * dp if expert == MIXTURE else 0.0))
+                r = role({"expert_domain": expert, "eval_domain": ev}, baseline_on_mixture=OWN)
+                seen = p * d + {OWN: dp, BASELINE: p * dp, CROSS: 0.0}[r]
                 if ev == MIXTURE:
                     seen = d + dp if expert == MIXTURE else d + dp * p
                     w = 1.0
                 else:
                     w = p
                 loss = 1.2 + 3.0 * (seen / budget + 0.05) ** -0.4 * 0.2 + 0.02 * rng.standard_normal()
-                loss += 0.3 * (f - 0.3) ** 2 if own else 0.0  # an interior optimum for the experts
+                loss += 0.3 * (f - 0.3) ** 2 if r == OWN else 0.0  # an interior optimum for the experts
                 recall = float(np.clip(1.0 - (loss - 1.2) / 2.0, 0, 1))
                 rows.append(dict(sweep="phonebook", run_id=run_id, model="llama_430k", n_params=n_params,
                                  pretrain_tokens=d, special_tokens=dp, expert_domain=expert, eval_domain=ev,

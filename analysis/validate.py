@@ -57,11 +57,8 @@ def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress
     per_domain, _ = resolve_per_domain(df, law, per_domain, domains)
     results, tables = {}, []
     log_progress(f"{law.name}: held-out checks", progress)
-    extrapolation, folds = heldout_splits(df)
-    for check, train_mask, held in extrapolation:
-        if train_mask is None:
-            results[check] = {"skipped": held}
-            continue
+    checks, folds = applicable_splits(df, results)
+    for check, train_mask, held in checks:
         res, tab = _one_split(df, train_mask, law, per_domain, domains, check, held)
         results[check] = res
         tables.append(tab)
@@ -86,6 +83,21 @@ def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress
     table = pd.concat([t for t in tables if t is not None], ignore_index=True) if any(
         t is not None for t in tables) else pd.DataFrame()
     return results, table
+
+
+def applicable_splits(df: pd.DataFrame, out: dict):
+    """heldout_splits of df as (the extrapolation checks that apply, the k-fold training masks or None). The
+    checks come lazily as (check, training mask, what is held out); each skipped one is recorded in `out` as
+    {"skipped": why} in its turn, so `out` keeps heldout_splits' order of the checks."""
+    extrapolation, folds = heldout_splits(df)
+
+    def applicable():
+        for check, train_mask, held in extrapolation:
+            if train_mask is None:
+                out[check] = {"skipped": held}
+            else:
+                yield check, train_mask, held
+    return applicable(), folds
 
 
 def heldout_splits(df: pd.DataFrame) -> tuple[list, list | None]:
