@@ -1,5 +1,6 @@
 """`python -m splitsweep -m hydra/launcher=submitit_slurm ...` against the real local SLURM cluster
-(fixture `slurm_cluster`, tests/slurm_cluster.py): same records as a local launch, a 2-task FSDP job,
+(fixture `slurm_cluster`, tests/slurm_cluster.py): same records as a local launch, submit-and-exit (its report
+job, and a re-run that reuses a held seed job), a 2-task FSDP job,
 preemption and requeue, a cancelled job seen by the status command and re-run alone, bad settings, and the
 seeds-first mechanism against the naive one (experts waiting on the seed lock).
 
@@ -172,6 +173,40 @@ def test_submit_and_exit_queues_the_launch_and_the_report_and_status_follows_it(
     assert "report: job" in table.stdout and "completed" in table.stdout, table.stdout
     again = run_cli(root, *args, timeout=120)
     assert "2 already recorded, 0 still in the queue, 0 to submit" in again.stdout
+
+
+@SLURM
+def test_a_held_seed_job_is_reused_when_the_launch_is_run_again(slurm_cluster, queue_clean, tmp_path):
+    """Submit and exit, with every job held (sbatch --hold) and then the experts cancelled: running the command
+    again submits the two experts after the seed job the first launch left held in the queue, and no second
+    seed job. Once the seed is released, both experts complete and the seed was trained once."""
+    grid = [f"split.budget_tokens={8 * T}", "split.pretrain_fraction=0.5", "split.expert_domain=d0,d1",
+            "hydra.launcher.wait=false"]
+    queue_clean.append(tmp_path)
+    held = run_cli(tmp_path, *slurm_args(slurm_cluster, *grid, "+hydra.launcher.additional_parameters.hold=true"),
+                   timeout=120)
+    assert "not waiting (hydra.launcher.wait=false)" in held.stdout, held.stdout
+    first = last_launch(tmp_path)
+    (seed,) = first["seeds"]
+    for point in first["points"]:  # array tasks that never started: gone from the queue, maybe not in sacct
+        slurm_cluster.run("scancel", point["job_id"])
+        wait_for(lambda: not slurm_cluster.run("squeue", "-h", "-r", "-j", point["job_id"], "-o", "%T",
+                                               check=False).stdout.strip(), 60, f"job {point['job_id']} stayed")
+    assert slurm_cluster.run("squeue", "-h", "-j", seed["job_id"], "-o", "%T %r").stdout.split() == \
+        ["PENDING", "JobHeldUser"]  # held: it cannot start
+
+    again = run_cli(tmp_path, *slurm_args(slurm_cluster, *grid), timeout=120)
+    assert "0 already recorded, 0 still in the queue, 2 to submit" in again.stdout, again.stdout
+    assert f"still pending as job {seed['job_id']} from an earlier launch" in again.stdout, again.stdout
+    assert "submitted first" not in again.stdout  # no second seed job
+    second = last_launch(tmp_path)
+    assert second["seeds"] == [] and {p["seed_job_id"] for p in second["points"]} == {seed["job_id"]}
+    slurm_cluster.run("scontrol", "release", seed["job_id"])
+    wait_for(lambda: [s["state"] for s in status(tmp_path)] == ["done", "done"], 300, "the experts did not finish",
+             poll=1.0)
+    assert len({r["run_id"] for r in read_rows(sweep_dir(tmp_path))}) == 2
+    (segments,) = (tmp_path / "store" / "seeds").glob("*/segments.jsonl")
+    assert len(segments.read_text().splitlines()) == 1  # the seed was trained by the one held job
 
 
 @SLURM
