@@ -182,8 +182,7 @@ def _run(args) -> int:
         from .next_runs import check_request, write_next
         check_request(rows, args.target_n_params, args.target_budget_tokens, args.compute_budget, args.max_runs,
                       args.objective)
-        result = analyze(rows, args.law, per_domain=per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
-                         validate=args.law == "auto", progress=not args.quiet)
+        result = _analyze_for_split(analyze, rows, args, per_domain)
         out = write_next(result.split_fit, table, rows, args)
         for w in out.get("warnings", []):
             print(f"warning: {_one_line(w)}", file=sys.stderr)
@@ -235,6 +234,37 @@ def _run(args) -> int:
         _print_diagnostics(result, args.law == "auto")
     print(path)
     return 0
+
+
+def _analyze_for_split(analyze, rows, args, per_domain):
+    """analyze for a verb that uses only the split law (`next`).
+
+    With --law auto the split-blind laws (chinchilla, with its 4,500 starts about a third of the fitting) are
+    not fitted when each has fewer free parameters than every split-aware law: the split law is then the same
+    pick among the split-aware laws with or without them (pipeline._choose). A split-blind pick hands the
+    split to pick_law over the split-aware laws; a split-aware pick means no split-blind law is within the tie
+    of the lowest error (with the fewest parameters it would have won the tie), so leaving them out changes
+    neither the lowest error nor the tie. When no split-aware law can be fitted, every law is, as before."""
+    kw = dict(per_domain=per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed, validate=args.law == "auto",
+              progress=not args.quiet)
+    if args.law == "auto":
+        from .pipeline import points_needed
+        sizes = {}
+        for name, law in LAWS.items():
+            try:
+                sizes[name] = points_needed(rows, law, per_domain)[0]
+            except AnalysisError:
+                continue  # a law this grid cannot hold: fit_law says why
+        aware = [k for k in sizes if LAWS[k].split_aware]
+        blind = [k for k in sizes if not LAWS[k].split_aware]
+        if aware and all(sizes[b] < min(sizes[a] for a in aware) for b in blind):
+            try:
+                result = analyze(rows, args.law, laws=aware, **kw)
+                result.split_fit  # raises when none could be fitted
+                return result
+            except AnalysisError:
+                pass
+    return analyze(rows, args.law, **kw)
 
 
 def _per_domain(args):

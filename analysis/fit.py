@@ -115,6 +115,26 @@ class Layout:
                 jac[:, rows, col[x.domain]] += g
         return jac
 
+    def compact_jacobian(self, grads: dict, x: LawInputs, starts: int) -> np.ndarray:
+        """(starts, rows, q): d log L / d(each law parameter of `columns`), one column per parameter whatever
+        its domain. A row's per-domain coefficient columns of the other domains are zeros in the full
+        Jacobian; `blocks` maps these q columns to theta's columns, block by block of rows."""
+        n = len(x)
+        return np.stack([np.broadcast_to(grads.get(name, 0.0), (starts, n)) for name in self.columns], axis=2)
+
+    def blocks(self, x: LawInputs) -> list:
+        """[(rows, theta column of each compact column)]: one block of every row for a shared layout (the
+        identity map), one block per evaluated domain with per-domain coefficients."""
+        cols = list(self.columns.values())
+        if not self.per_domain:
+            return [(slice(None), np.array(cols, dtype=int))]
+        out = []
+        for j in range(len(self.domains)):
+            rows = np.flatnonzero(x.domain == j)
+            if len(rows):
+                out.append((rows, np.array([c if np.ndim(c) == 0 else c[j] for c in cols], dtype=int)))
+        return out
+
     def grid(self) -> np.ndarray:
         """The law's start grid on the free parameters (a per-domain coefficient starts equal across domains)."""
         names = [p.name for p in self.law.params if p.name in self.columns]
@@ -139,6 +159,7 @@ class Problem:
         self.active = layout.spec.active
         # Each residual times its row's weight (se_weights): a row measured twice as precisely counts double.
         self.scale = np.ones(len(x)) if scale is None else np.asarray(scale, float)
+        self._blocks = None  # layout.blocks(x), on first use
 
     def residuals(self, theta):
         log_l, _ = self.layout.law.log_loss(self.layout.values(theta, self.x), self.x, self.active, grad=False)
@@ -149,6 +170,45 @@ class Problem:
         log_l, grads = self.layout.law.log_loss(vals, self.x, self.active, grad=True)
         r = (np.broadcast_to(log_l, (len(theta), len(self.x))) - self.log_y) * self.scale
         return r, self.layout.jacobian(grads, self.x, len(theta)) * self.scale[None, :, None]
+
+    def normal_equations(self, theta, delta: float, weights=None):
+        """(r, J'Wr, J'WJ) at each start, W the IRLS weights of the Huber loss (times `weights`): the same
+        as from residuals_jac, without its (starts, rows, params) array. With per-domain coefficients most of
+        a row's columns are zeros (another domain's coefficients), so J'WJ is summed block by block of rows,
+        one block per domain, each over its own columns only (rows ordered by domain once: every block a
+        contiguous slice), ~2.5x less memory and ~6x fewer products with 4 domains."""
+        vals = self.layout.values(theta, self.x)
+        log_l, grads = self.layout.law.log_loss(vals, self.x, self.active, grad=True)
+        s, n = len(theta), len(self.x)
+        r = (np.broadcast_to(log_l, (s, n)) - self.log_y) * self.scale
+        wts = np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))  # IRLS weights of the Huber loss
+        if weights is not None:
+            wts = wts * weights
+        if self._blocks is None:
+            self._blocks = self.layout.blocks(self.x)
+        if len(self._blocks) == 1 and isinstance(self._blocks[0][0], slice):  # shared layout: compact = full
+            jac = self.layout.compact_jacobian(grads, self.x, s) * self.scale[None, :, None]
+            jac_w = (jac * wts[:, :, None]).transpose(0, 2, 1)  # batched matmul beats einsum here by ~10x
+            return r, (jac_w @ r[:, :, None])[:, :, 0], jac_w @ jac
+        order = np.concatenate([rows for rows, _ in self._blocks])
+        names = list(self.layout.columns)
+        jac_t = np.empty((s, len(names), len(order)))  # (starts, q, rows by domain): contiguous rows
+        scale = self.scale[order]
+        for k, name in enumerate(names):
+            g = np.broadcast_to(grads.get(name, 0.0), (s, n))
+            np.multiply(g[:, order], scale, out=jac_t[:, k])
+        r_o = r[:, order]
+        jw_t = jac_t * wts[:, order][:, None, :]
+        p = self.layout.size
+        grad, hess = np.zeros((s, p)), np.zeros((s, p, p))
+        start = 0
+        for rows, cols in self._blocks:
+            sl = slice(start, start + len(rows))
+            start += len(rows)
+            jw = jw_t[:, :, sl]
+            grad[:, cols] += (jw @ r_o[:, sl, None])[:, :, 0]
+            hess[:, cols[:, None], cols[None, :]] += jw @ jac_t[:, :, sl].transpose(0, 2, 1)
+        return r, grad, hess
 
     def objective(self, theta, weights=None):
         h = huber(self.residuals(theta), self.delta)
@@ -216,13 +276,22 @@ def _run_lm(problem, theta, obj, lam, iters, which, weights, max_iter, ftol, chu
 
 
 def _lm_chunk(problem, theta, weights, lam, max_iter, ftol):
+    """LM iterations of one chunk of starts. A trial point is evaluated with its normal equations (one log
+    loss with gradients rather than a loss, then the same again at the accepted point), and an accepted
+    point keeps them for its next step: the same iterates as evaluating the loss and then the Jacobian."""
     s = len(theta)
     delta = problem.delta
     lo, hi = problem.layout.bounds[:, 0], problem.layout.bounds[:, 1]
     lam = lam.copy()
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        f = problem.objective(theta, weights)
-    f = np.where(np.isfinite(f), f, np.inf)
+
+    def evaluate(th, w):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            r, g, h = problem.normal_equations(th, delta, w)
+            hub = huber(r, delta)
+            f = (hub if w is None else hub * w).sum(axis=1)  # problem.objective, from the same residuals
+        return np.where(np.isfinite(f), f, np.inf), g, h
+
+    f, grads, hessians = evaluate(theta, weights)
     iters = np.zeros(s, dtype=int)
     live = np.flatnonzero(np.isfinite(f))
     eye = np.eye(theta.shape[1])
@@ -230,14 +299,7 @@ def _lm_chunk(problem, theta, weights, lam, max_iter, ftol):
         if len(live) == 0:
             break
         th = theta[live]
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            r, jac = problem.residuals_jac(th)
-        wts = np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))  # IRLS weights of the Huber loss
-        if weights is not None:
-            wts = wts * weights[live]
-        jac_w = (jac * wts[:, :, None]).transpose(0, 2, 1)  # batched matmul beats einsum here by ~10x
-        grad = (jac_w @ r[:, :, None])[:, :, 0]
-        hess = jac_w @ jac
+        grad, hess = grads[live], hessians[live]
         diag = np.diagonal(hess, axis1=1, axis2=2)
         damp = lam[live][:, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)
         try:
@@ -246,13 +308,13 @@ def _lm_chunk(problem, theta, weights, lam, max_iter, ftol):
             step = -grad / (diag + lam[live][:, None] + 1e-12)
         step = np.where(np.isfinite(step), step, 0.0)
         new = np.clip(th + step, lo, hi)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            f_new = problem.objective(new, None if weights is None else weights[live])
-        f_new = np.where(np.isfinite(f_new), f_new, np.inf)
+        f_new, g_new, h_new = evaluate(new, None if weights is None else weights[live])
         f_old = f[live]
         better = f_new < f_old
         theta[live[better]] = new[better]
         f[live[better]] = f_new[better]
+        grads[live[better]] = g_new[better]
+        hessians[live[better]] = h_new[better]
         lam[live] = np.where(better, np.maximum(lam[live] * 0.3, 1e-12), lam[live] * 5.0)
         iters[live] += 1
         small_gain = better & ((f_old - f_new) <= ftol * np.maximum(f_old, 1e-30))

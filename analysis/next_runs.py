@@ -274,29 +274,60 @@ def choose_runs(sigma, grad, s2, cands, jacs, seeds: dict, cooldown: float, budg
                 max_runs=None) -> list:
     """Picks in order: under a compute budget, the candidate of the largest variance reduction per FLOP that
     still fits it; under a number of runs alone, the largest reduction per run. Each pick's seed is trained
-    afterwards, so the runs sharing it cost only their own phase."""
+    afterwards, so the runs sharing it cost only their own phase.
+
+    Vectorized: the candidates' Jacobians are stacked by their number of rows (an expert: one row, the
+    baseline: one per domain), each round scores all of them at once (_reductions), and a pick re-prices only
+    the candidates of its own size (the only ones whose seeds it changes). Ties go to the earlier candidate."""
     per_flop = budget_flops is not None
     seeds = {n: list(v) for n, v in seeds.items()}
-    picks, spent, left = [], 0.0, list(range(len(cands)))
-    while left and (max_runs is None or len(picks) < max_runs):
-        costs = np.array([run_cost_tokens(cands[i], seeds, cooldown) for i in left])
-        flops = 6.0 * np.array([cands[i].n_params for i in left]) * costs
-        fits = flops > 0
+    n_of = np.array([float(c.n_params) for c in cands])
+    costs = np.array([run_cost_tokens(c, seeds, cooldown) for c in cands], float)
+    groups = {}
+    for i, jc in enumerate(jacs):
+        groups.setdefault(len(jc), []).append(i)
+    stacks = [(np.array(ix), np.stack([np.asarray(jacs[i], float) for i in ix])) for ix in groups.values()]
+    left = np.ones(len(cands), bool)
+    picks, spent = [], 0.0
+    while left.any() and (max_runs is None or len(picks) < max_runs):
+        flops = 6.0 * n_of * costs
+        fits = left & (flops > 0)
         if budget_flops is not None:
             fits &= spent + flops <= budget_flops * (1 + 1e-9)
         if not fits.any():
             break
-        score = np.full(len(left), -np.inf)
-        sg = sigma @ grad
-        for pos in np.flatnonzero(fits):
-            score[pos] = _reduction(sigma, sg, jacs[left[pos]], s2) / (flops[pos] if per_flop else 1.0)
-        pos = int(np.argmax(score))
-        i = left.pop(pos)
+        score = np.full(len(cands), -np.inf)
+        red = _reductions(sigma, sigma @ grad, stacks, fits, s2)
+        score[fits] = red[fits] / (flops[fits] if per_flop else 1.0)
+        i = int(np.argmax(score))
+        left[i] = False
         sigma = _update(sigma, jacs[i], s2)
-        spent += flops[pos]
-        seeds.setdefault(float(cands[i].n_params), []).append(seed_of(cands[i], cooldown))
-        picks.append(Pick(cands[i], float(costs[pos]), float(flops[pos]), float(grad @ sigma @ grad)))
+        spent += flops[i]
+        n = float(cands[i].n_params)
+        seeds.setdefault(n, []).append(seed_of(cands[i], cooldown))
+        picks.append(Pick(cands[i], float(costs[i]), float(flops[i]), float(grad @ sigma @ grad)))
+        same = np.flatnonzero(left & (n_of == n))
+        costs[same] = [run_cost_tokens(cands[j], seeds, cooldown) for j in same]
     return picks
+
+
+def _reductions(sigma: np.ndarray, sg: np.ndarray, stacks: list, which: np.ndarray, s2: float) -> np.ndarray:
+    """_reduction of every candidate marked in `which` (the others are left at 0): stacks are
+    (candidate indices, their Jacobians (candidates, rows, params)) of one row count each."""
+    out = np.zeros(len(which))
+    for ix, jc in stacks:
+        sel = which[ix]
+        if not sel.any():
+            continue
+        jc = jc[sel]
+        a = jc @ sg                                        # (b, rows)
+        m = np.einsum("brp,pq,bsq->brs", jc, sigma, jc, optimize=True)
+        if jc.shape[1] == 1:
+            out[ix[sel]] = a[:, 0] ** 2 / (s2 + m[:, 0, 0])
+        else:
+            m = m + s2 * np.eye(jc.shape[1])
+            out[ix[sel]] = np.einsum("br,br->b", a, np.linalg.solve(m, a[:, :, None])[:, :, 0])
+    return out
 
 
 # ---- the verb ---------------------------------------------------------------------------------------------

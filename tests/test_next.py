@@ -135,3 +135,19 @@ def test_bad_targets_and_budgets_are_refused_with_the_numbers(poor, tmp_path, ca
     assert main(["next", str(src), "--law", "two_source", "--target-n-params", "-5", "--target-budget-tokens",
                  "1e8", "--max-runs", "1", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "--target-n-params must be a positive number, got -5.0" in capsys.readouterr().err
+
+
+def test_vectorized_reductions_equal_the_one_candidate_formula():
+    from analysis.next_runs import _reduction, _reductions
+    rng = np.random.default_rng(0)
+    p = 7
+    a = rng.standard_normal((p, p))
+    sigma, grad, s2 = a @ a.T + np.eye(p), rng.standard_normal(p), 0.3
+    jacs = [rng.standard_normal((1 if i % 3 else 4, p)) for i in range(12)]
+    stacks = [(np.array(ix), np.stack([jacs[i] for i in ix])) for ix in ([i for i in range(12) if i % 3],
+                                                                        [i for i in range(12) if not i % 3])]
+    which = np.ones(12, bool)
+    which[5] = False
+    got = _reductions(sigma, sigma @ grad, stacks, which, s2)
+    want = [_reduction(sigma, sigma @ grad, jc, s2) if which[i] else 0.0 for i, jc in enumerate(jacs)]
+    assert np.allclose(got, want, rtol=1e-12, atol=0)
