@@ -108,7 +108,7 @@ def worker_ours(args) -> dict:
     from splitsweep.model import build_model
     from splitsweep.parallelize import TrainLayout, adamw, parallelize
     from splitsweep.schedule import Schedule
-    from splitsweep.train import BatchSpec, Path as ExpertPath, Trainer
+    from splitsweep.train import BatchSpec, TrainingPath, Trainer
 
     class RandomTokens:
         """Tokens as a pure function of the sequence index, like the real sources."""
@@ -130,7 +130,7 @@ def worker_ours(args) -> dict:
     batch = BatchSpec(args.batch * env.world_size, None, args.seq_len)
     trainer = Trainer(model, opt, RandomTokens(args.vocab, args.seq_len), Schedule("wsd", 3e-4, 2, 0.1), batch,
                       env, layout=layout, sync_every=args.sync_every)
-    path = ExpertPath(10 ** 6, 0, MIXTURE)
+    path = TrainingPath(10 ** 6, 0, MIXTURE)
     trainer.train(path, 0, args.warmup, "warmup", progress_every_s=1e9)
     torch.cuda.synchronize()
     t0 = time.perf_counter()

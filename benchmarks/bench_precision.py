@@ -39,7 +39,7 @@ from splitsweep.distributed import DistEnv  # noqa: E402
 from splitsweep.model import ModelSpec, build_model  # noqa: E402
 from splitsweep.parallelize import TrainLayout, adamw, parallelize  # noqa: E402
 from splitsweep.schedule import Schedule  # noqa: E402
-from splitsweep.train import BatchSpec, Path as ExpertPath, Trainer  # noqa: E402
+from splitsweep.train import BatchSpec, TrainingPath, Trainer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_train import matmul_peak  # noqa: E402
@@ -60,7 +60,7 @@ def bench_model(name: str, args, peaks: dict) -> dict:
         opt = adamw(model, env, args.lr, (0.9, 0.95), 1e-8, 0.0)
         trainers[variant] = Trainer(model, opt, source, Schedule("wsd", args.lr, 10, 0.1), batch, env,
                                       layout=layout, sync_every=args.steps)
-    path = ExpertPath(horizon, 0, MIXTURE)
+    path = TrainingPath(horizon, 0, MIXTURE)
     step = {p: 0 for p in trainers}
     last_loss = {}
 

@@ -53,7 +53,7 @@ from splitsweep.data.phonebook import Phonebook  # noqa: E402
 from splitsweep.distributed import DistEnv  # noqa: E402
 from splitsweep.model import ModelSpec, build_model  # noqa: E402
 from splitsweep.schedule import Schedule  # noqa: E402
-from splitsweep.train import BatchSpec, Path as ExpertPath, Trainer  # noqa: E402
+from splitsweep.train import BatchSpec, TrainingPath, Trainer  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- the plain GPT
@@ -156,7 +156,7 @@ def make_variants(spec: ModelSpec, args, source, data, env) -> list[Variant]:
     model = build_model(spec, source.vocab_size, args.seq_len, seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=schedule.peak_lr, **opt_kw)
     trainer = Trainer(model, opt, source, schedule, batch, env, grad_clip=float(train_cfg.grad_clip))
-    path = ExpertPath(horizon, 0, MIXTURE)
+    path = TrainingPath(horizon, 0, MIXTURE)
     state = {"ours": 0}
 
     def run_ours(steps):

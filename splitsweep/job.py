@@ -31,7 +31,7 @@ from .parallelize import adamw, parallelize
 from .plan import ConfigError, Plan, git_sha, make_plan
 from .records import ResultRow, append_rows, is_recorded, recorded_rows
 from .store import FileLock, LeaseLost, is_debris, write_json_atomic
-from .train import Path as ExpertPath
+from .train import TrainingPath
 from .train import Preempted, StopFlag, Trainer, TrainingDiverged, check_world
 
 PROGRESS = "progress"
@@ -195,7 +195,7 @@ class Job:
         if env.is_main:
             print(f"[{label}] training steps {start_step}..{plan.seed_steps}"
                   + (f" from {start.name}" if start else " from scratch"), flush=True)
-        path = ExpertPath(plan.seed_steps, 0, MIXTURE)
+        path = TrainingPath(plan.seed_steps, 0, MIXTURE)
         trainer = _trainer(plan, env, model, optimizer, self.stop)
         logger = self._logger(f"seed-{plan.trajectory_id}", f"seed {plan.spec.name}", "seed",
                               {"trajectory_id": plan.trajectory_id}, ledger_dir=self.trajectory_dir)
@@ -328,7 +328,7 @@ class Job:
                               ledger_dir=self.run_dir)
         try:
             if step < total:
-                path = ExpertPath(plan.seed_steps, plan.expert_steps, plan.expert_domain, plan.seed_offsets)
+                path = TrainingPath(plan.seed_steps, plan.expert_steps, plan.expert_domain, plan.seed_offsets)
 
                 def save(at: int) -> None:
                     ckpt.save(progress, model, optimizer, {"step": at, "run_id": plan.run_id}, env, slot=True,

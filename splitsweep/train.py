@@ -105,8 +105,9 @@ class StopFlag:
 
 
 @dataclass
-class Path:
-    """One expert path: `seed_steps` on the mixture, then `expert_steps` on `expert_stream`."""
+class TrainingPath:
+    """Which data stream each optimizer step reads: `seed_steps` on the mixture, then `expert_steps` on
+    `expert_stream` (not a filesystem path)."""
 
     seed_steps: int
     expert_steps: int
@@ -191,7 +192,7 @@ class Trainer:
         self.sync_every = max(int(sync_every), 1)
         self.tokens_trained = 0
 
-    def _local_batch(self, path: Path, step: int) -> torch.Tensor:
+    def _local_batch(self, path: TrainingPath, step: int) -> torch.Tensor:
         stream, index = path.stream_at(step)
         local = self.batch.global_batch // self.env.world_size
         start = index * self.batch.global_batch + self.env.rank * local
@@ -209,7 +210,7 @@ class Trainer:
         total, signum = self.env.all_reduce_sum(box).tolist()  # only rank 0 adds a signal
         return total, (int(signum) or None)
 
-    def train(self, path: Path, first_step: int, last_step: int, label: str,
+    def train(self, path: TrainingPath, first_step: int, last_step: int, label: str,
               checkpoint: Callable[[int], None] | None = None, checkpoint_every: int = 0,
               log: Callable[[int, dict], None] | None = None, progress_every_s: float = 10.0) -> int:
         """Train steps [first_step, last_step); `checkpoint(next_step)` saves resumable state."""

@@ -101,10 +101,10 @@ def test_exact_tokens_for_d_and_dprime_without_repetition(shared):
     root, plan = shared
     src, b = plan.source, plan.batch
     assert plan.pretrain_tokens == 8 * T and plan.special_tokens == 4 * T
-    from splitsweep.train import Path as ExpertPath
+    from splitsweep.train import TrainingPath
 
     for expert in KEEP + ["mixture"]:
-        path = ExpertPath(plan.seed_steps, plan.expert_steps, expert, plan.seed_offsets)
+        path = TrainingPath(plan.seed_steps, plan.expert_steps, expert, plan.seed_offsets)
         seen, targets = set(), 0
         for step in range(plan.seed_steps + plan.expert_steps):
             stream, index = path.stream_at(step)

@@ -14,7 +14,7 @@ from splitsweep.model import ModelSpec, build_model
 from splitsweep.parallelize import TrainLayout, adamw, parallelize
 from splitsweep.records import read_rows
 from splitsweep.schedule import Schedule
-from splitsweep.train import BatchSpec, Path as ExpertPath, Preempted, Trainer, TrainingDiverged
+from splitsweep.train import BatchSpec, TrainingPath, Preempted, Trainer, TrainingDiverged
 from tests.helpers import TINY, TOKENS_PER_STEP, compose_cfg, run_cli
 
 T = TOKENS_PER_STEP
@@ -33,7 +33,7 @@ def trainer(layout=TrainLayout(), lr=3e-3, sync_every=10, model=None):
 def losses(tr, steps):
     """The loss of every step, read through the training log (sync_every=1)."""
     seen = {}
-    tr.train(ExpertPath(steps, 0, MIXTURE), 0, steps, "t", log=lambda s, m: seen.__setitem__(s, m["train/loss"]))
+    tr.train(TrainingPath(steps, 0, MIXTURE), 0, steps, "t", log=lambda s, m: seen.__setitem__(s, m["train/loss"]))
     return np.array([seen[s] for s in sorted(seen)])
 
 
@@ -49,7 +49,7 @@ def test_bf16_follows_fp32_and_is_really_bf16():
 
 def test_checkpoints_stay_fp32_and_resume_across_precisions(tmp_path):
     tr = trainer(TrainLayout(precision="bf16"))
-    tr.train(ExpertPath(8, 0, MIXTURE), 0, 4, "t")
+    tr.train(TrainingPath(8, 0, MIXTURE), 0, 4, "t")
     ckpt.save(tmp_path / "c", tr.model, tr.optimizer, {"step": 4}, ONE)
     assert all(p.dtype == torch.float32 for p in tr.model.parameters())
     # Resume in fp32 and in bf16: both load the same fp32 weights and optimizer state and continue.
@@ -58,13 +58,13 @@ def test_checkpoints_stay_fp32_and_resume_across_precisions(tmp_path):
         ckpt.load(tmp_path / "c", again.model, again.optimizer)
         for a, b in zip(again.model.parameters(), tr.model.parameters()):
             assert torch.equal(a, b)
-        again.train(ExpertPath(8, 0, MIXTURE), 4, 8, "t")
+        again.train(TrainingPath(8, 0, MIXTURE), 4, 8, "t")
         assert np.isfinite(again.evaluate(BOOK.heldout(0))[0])
     # And a continuation in fp32 tracks the bf16 run's own continuation closely.
-    tr.train(ExpertPath(8, 0, MIXTURE), 4, 8, "t")
+    tr.train(TrainingPath(8, 0, MIXTURE), 4, 8, "t")
     fp32 = trainer(TrainLayout())
     ckpt.load(tmp_path / "c", fp32.model, fp32.optimizer)
-    fp32.train(ExpertPath(8, 0, MIXTURE), 4, 8, "t")
+    fp32.train(TrainingPath(8, 0, MIXTURE), 4, 8, "t")
     rows = BOOK.heldout(0)
     assert fp32.evaluate(rows)[0] == pytest.approx(tr.evaluate(rows)[0], rel=0.01)
 
@@ -84,13 +84,13 @@ def test_a_nan_is_caught_within_the_sync_interval_and_never_checkpointed():
     _nan_after(tr.model, 3)  # steps 1-3 are finite, step 4 is not
     saved = []
     with pytest.raises(TrainingDiverged, match="by step 5"):
-        tr.train(ExpertPath(20, 0, MIXTURE), 0, 20, "t", checkpoint=saved.append, checkpoint_every=100)
+        tr.train(TrainingPath(20, 0, MIXTURE), 0, 20, "t", checkpoint=saved.append, checkpoint_every=100)
     # A checkpoint forces a read first: the NaN of step 4 is caught there, and nothing NaN is saved.
     tr = trainer(sync_every=5)
     _nan_after(tr.model, 3)
     saved = []
     with pytest.raises(TrainingDiverged, match="by step 4"):
-        tr.train(ExpertPath(20, 0, MIXTURE), 0, 20, "t", checkpoint=saved.append, checkpoint_every=2)
+        tr.train(TrainingPath(20, 0, MIXTURE), 0, 20, "t", checkpoint=saved.append, checkpoint_every=2)
     assert saved == [2]
 
 
@@ -106,7 +106,7 @@ def test_a_stop_signal_is_read_on_the_sync_cadence_and_checkpoints_there():
     tr.model.register_forward_hook(hook)
     saved = []
     with pytest.raises(Preempted, match="after step 4") as err:
-        tr.train(ExpertPath(20, 0, MIXTURE), 0, 20, "t", checkpoint=saved.append, checkpoint_every=100)
+        tr.train(TrainingPath(20, 0, MIXTURE), 0, 20, "t", checkpoint=saved.append, checkpoint_every=100)
     assert saved == [4] and err.value.signum == 12
 
 

@@ -71,3 +71,20 @@ def test_outputs_follow_from_identities_and_done_reads_them(tmp_path):
                 filename="downstream.jsonl", key="eval_id")
     assert evaluation.done(sweep)
     assert not dataclasses.replace(evaluation, num_fewshot=5).done(sweep)
+
+
+def test_the_job_directory_name_never_leaves_out_a_setting_that_defines_a_result():
+    """conf/config.yaml's exclude_keys (the settings left out of a Hydra job directory's name) are all
+    non-defining (identity.NOT_DEFINING) or choices that select no result (the sweep file, the launcher):
+    otherwise two grid points that differ only in such a setting would share one job directory."""
+    from omegaconf import OmegaConf
+
+    from splitsweep.identity import NOT_DEFINING
+    from tests.helpers import REPO
+
+    conf = OmegaConf.load(REPO / "conf" / "config.yaml")
+    excluded = list(conf.hydra.job.config.override_dirname.exclude_keys)
+    assert excluded
+    selectors = {"sweeps", "hydra/launcher"}  # a sweep file's grid is in the overrides; the launcher runs it
+    assert [k for k in excluded if k not in selectors and not any(
+        k == p or k.startswith(p + ".") for p in NOT_DEFINING)] == []
