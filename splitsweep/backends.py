@@ -114,7 +114,6 @@ class SlurmBackend(LocalBackend):
         return not any(is_alive(state) for state, _ in scheduler_states([j.job_id for j in jobs]).values())
 
 
-
 # sbatch's refusal -> the launcher setting to look at.
 _SETTINGS = [
     ("invalid partition", "hydra.launcher.partition"),

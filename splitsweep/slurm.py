@@ -232,7 +232,7 @@ class _SeedsFirst(BaseSubmititLauncher):
 
         # Wait for everything; a failed seed cancels the experts that wait for it (locally, the seeds are over).
         waiting = [p.job for p in points if p.job is not None]
-        self._wait(waiting + ([j for j in seed_jobs.values()] if backend.chained else []), points)
+        self._wait(waiting + (list(seed_jobs.values()) if backend.chained else []), points)
         return self._returns(sweep_dir, points)
 
     def _submit(self, executor, todo: list[Point], state: dict, submitted: list,

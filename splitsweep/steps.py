@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .identity import defining, identity
-from .layout import StoreLayout, SweepLayout
+from .layout import DOWNSTREAM_FILE, StoreLayout, SweepLayout
 
 
 class _Step:
@@ -123,6 +123,5 @@ class DownstreamStep(_Step):
 
     def done(self, sweep_dir: str | Path) -> bool:
         from .records import is_recorded
-        from .layout import DOWNSTREAM_FILE
 
         return is_recorded(sweep_dir, self.identity, DOWNSTREAM_FILE, key="eval_id")
