@@ -159,7 +159,9 @@ class Problem:
         self.active = layout.spec.active
         # Each residual times its row's weight (se_weights): a row measured twice as precisely counts double.
         self.scale = np.ones(len(x)) if scale is None else np.asarray(scale, float)
-        self._blocks = None  # layout.blocks(x), on first use
+        # normal_equations' blocks of rows (one per domain with per-domain coefficients) and the rows in their order
+        self._blocks = layout.blocks(x)
+        self._order = np.concatenate([rows for rows, _ in self._blocks]) if layout.per_domain else None
 
     def residuals(self, theta):
         log_l, _ = self.layout.law.log_loss(self.layout.values(theta, self.x), self.x, self.active, grad=False)
@@ -184,13 +186,11 @@ class Problem:
         wts = np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))  # IRLS weights of the Huber loss
         if weights is not None:
             wts = wts * weights
-        if self._blocks is None:
-            self._blocks = self.layout.blocks(self.x)
-        if len(self._blocks) == 1 and isinstance(self._blocks[0][0], slice):  # shared layout: compact = full
+        if self._order is None:  # shared layout: the compact Jacobian is the full one
             jac = self.layout.compact_jacobian(grads, self.x, s) * self.scale[None, :, None]
             jac_w = (jac * wts[:, :, None]).transpose(0, 2, 1)  # batched matmul beats einsum here by ~10x
             return r, (jac_w @ r[:, :, None])[:, :, 0], jac_w @ jac
-        order = np.concatenate([rows for rows, _ in self._blocks])
+        order = self._order
         names = list(self.layout.columns)
         jac_t = np.empty((s, len(names), len(order)))  # (starts, q, rows by domain): contiguous rows
         scale = self.scale[order]
