@@ -1,0 +1,81 @@
+"""Held-out errors of log_bilinear variants (per-domain kappa, mu, nu, lam; a floor F·N^-phi) on a results file.
+
+    gunzip -k benchmarks/records/realtext_ladder_corpus1.jsonl.gz
+    python benchmarks/ladder_law_variants.py benchmarks/records/realtext_ladder_corpus1.jsonl [variant ...]
+"""
+import dataclasses
+import sys
+import time
+
+import numpy as np
+
+from analysis.io import load_results, select_rows
+from analysis.laws import LOG_BILINEAR, LogBilinearLaw, Param, N_REF
+from analysis import validate
+
+
+def per_domain(name, names):
+    return dataclasses.replace(LOG_BILINEAR, name=name, params=[
+        dataclasses.replace(p, per_domain=True) if p.name in names else p for p in LOG_BILINEAR.params])
+
+
+@dataclasses.dataclass
+class FloorLaw(LogBilinearLaw):
+    """log_bilinear plus a floor F·(N/N_REF)^-phi: L = exp(bilinear) + exp(F - phi·n)."""
+
+    def log_loss(self, vals, x, active=None, grad=True):
+        log_b, g_b = super().log_loss(vals, x, active, grad)
+        n = np.log(x.n_params) - np.log(N_REF)
+        log_f = vals["F"] - vals["phi"] * n
+        top = np.maximum(log_b, log_f)
+        wb, wf = np.exp(log_b - top), np.exp(log_f - top)
+        tot = wb + wf
+        log_l = top + np.log(tot)
+        if not grad:
+            return log_l, None
+        wb, wf = wb / tot, wf / tot
+        grads = {k: wb * v for k, v in g_b.items()}
+        grads["F"] = wf + 0.0 * log_l
+        grads["phi"] = -wf * n + 0.0 * log_l
+        return log_l, grads
+
+
+def floor(name, f_per_domain=True):
+    base = LOG_BILINEAR
+    return FloorLaw(name=name, formula=base.formula + " + F·N^-phi", why=base.why, params=[
+        *base.params,
+        Param("F", True, (-20.0, 3.0), (-3.0, 0.0), per_domain=f_per_domain),
+        Param("phi", False, (0.0, 3.0), (0.1, 0.5))], terms=base.terms,
+        fixed_when_single_n={**base.fixed_when_single_n, "phi": 0.0})
+
+
+VARIANTS = {
+    "base": lambda: LOG_BILINEAR,
+    "pd_kappa": lambda: per_domain("pd_kappa", {"kappa"}),
+    "pd_kappa_mu_nu": lambda: per_domain("pd_kappa_mu_nu", {"kappa", "mu", "nu"}),
+    "pd_lam": lambda: per_domain("pd_lam", {"lam"}),
+    "pd_kappa_lam": lambda: per_domain("pd_kappa_lam", {"kappa", "lam"}),
+    "floor": lambda: floor("floor"),
+}
+
+
+def main():
+    path, names = sys.argv[1], sys.argv[2:] or list(VARIANTS)
+    df = select_rows(load_results(path))
+    print(f"{path}: {len(df)} rows, N = {sorted(df.n_params.unique())}", flush=True)
+    for name in names:
+        law = VARIANTS[name]()
+        t = time.time()
+        res, table = validate.heldout(df, law, per_domain=True)
+        cells = []
+        for check in ("largest_N", "largest_T"):
+            r = res.get(check, {})
+            cells.append(f"{check} {r.get('mean_rel_error', float('nan')):.2%} / {r.get('max_rel_error', float('nan')):.2%}"
+                         if "mean_rel_error" in r else f"{check} {r}")
+        print(f"{name:16s} " + " | ".join(cells) + f"  ({time.time() - t:.0f} s)", flush=True)
+        if table is not None and len(table):
+            table.to_csv(f"{path}.{name}.heldout.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()
