@@ -1,7 +1,7 @@
 """Held-out errors of log_bilinear variants (per-domain kappa, mu, nu, lam; a floor F·N^-phi) on a results file.
 
     gunzip -k benchmarks/records/realtext_ladder_corpus1.jsonl.gz
-    python benchmarks/ladder_law_variants.py benchmarks/records/realtext_ladder_corpus1.jsonl [variant ...]
+    python benchmarks/ladder_law_variants.py benchmarks/records/realtext_ladder_corpus1.jsonl [variant ...] [--tables]
 """
 import dataclasses
 import sys
@@ -60,7 +60,10 @@ VARIANTS = {
 
 
 def main():
-    path, names = sys.argv[1], sys.argv[2:] or list(VARIANTS)
+    args = sys.argv[1:]
+    tables = "--tables" in args  # also write each variant's held-out rows beside the results file
+    args = [a for a in args if a != "--tables"]
+    path, names = args[0], args[1:] or list(VARIANTS)
     df = select_rows(load_results(path))
     print(f"{path}: {len(df)} rows, N = {sorted(df.n_params.unique())}", flush=True)
     for name in names:
@@ -73,7 +76,7 @@ def main():
             cells.append(f"{check} {r.get('mean_rel_error', float('nan')):.2%} / {r.get('max_rel_error', float('nan')):.2%}"
                          if "mean_rel_error" in r else f"{check} {r}")
         print(f"{name:16s} " + " | ".join(cells) + f"  ({time.time() - t:.0f} s)", flush=True)
-        if table is not None and len(table):
+        if tables and table is not None and len(table):
             table.to_csv(f"{path}.{name}.heldout.csv", index=False)
 
 
