@@ -3,14 +3,14 @@
     gunzip -k benchmarks/records/realtext_ladder_corpus1.jsonl.gz
     python benchmarks/ladder_law_variants.py benchmarks/records/realtext_ladder_corpus1.jsonl [variant ...] [--tables]
 """
+import argparse
 import dataclasses
-import sys
 import time
 
 import numpy as np
 
 from analysis.io import load_results, select_rows
-from analysis.laws import LOG_BILINEAR, LogBilinearLaw, Param, N_REF
+from analysis.laws import LOG_BILINEAR, LogBilinearLaw, N_REF, Param, log_sum_exp
 from analysis import validate
 
 
@@ -26,25 +26,20 @@ class FloorLaw(LogBilinearLaw):
     def log_loss(self, vals, x, active=None, grad=True):
         log_b, g_b = super().log_loss(vals, x, active, grad)
         n = np.log(x.n_params) - np.log(N_REF)
-        log_f = vals["F"] - vals["phi"] * n
-        top = np.maximum(log_b, log_f)
-        wb, wf = np.exp(log_b - top), np.exp(log_f - top)
-        tot = wb + wf
-        log_l = top + np.log(tot)
+        log_l, (wb, wf) = log_sum_exp([log_b, vals["F"] - vals["phi"] * n])
         if not grad:
             return log_l, None
-        wb, wf = wb / tot, wf / tot
         grads = {k: wb * v for k, v in g_b.items()}
         grads["F"] = wf + 0.0 * log_l
         grads["phi"] = -wf * n + 0.0 * log_l
         return log_l, grads
 
 
-def floor(name, f_per_domain=True):
+def floor(name):
     base = LOG_BILINEAR
     return FloorLaw(name=name, formula=base.formula + " + F·N^-phi", why=base.why, params=[
         *base.params,
-        Param("F", True, (-20.0, 3.0), (-3.0, 0.0), per_domain=f_per_domain),
+        Param("F", True, (-20.0, 3.0), (-3.0, 0.0), per_domain=True),
         Param("phi", False, (0.0, 3.0), (0.1, 0.5))], terms=base.terms,
         fixed_when_single_n={**base.fixed_when_single_n, "phi": 0.0})
 
@@ -60,10 +55,13 @@ VARIANTS = {
 
 
 def main():
-    args = sys.argv[1:]
-    tables = "--tables" in args  # also write each variant's held-out rows beside the results file
-    args = [a for a in args if a != "--tables"]
-    path, names = args[0], args[1:] or list(VARIANTS)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results")
+    ap.add_argument("variants", nargs="*", choices=[[], *VARIANTS], default=[],
+                    metavar="VARIANT", help=f"any of {', '.join(VARIANTS)} (default: all)")
+    ap.add_argument("--tables", action="store_true", help="also write each variant's held-out rows beside RESULTS")
+    args = ap.parse_args()
+    path, names = args.results, args.variants or list(VARIANTS)
     df = select_rows(load_results(path))
     print(f"{path}: {len(df)} rows, N = {sorted(df.n_params.unique())}", flush=True)
     for name in names:
@@ -73,10 +71,10 @@ def main():
         cells = []
         for check in ("largest_N", "largest_T"):
             r = res.get(check, {})
-            cells.append(f"{check} {r.get('mean_rel_error', float('nan')):.2%} / {r.get('max_rel_error', float('nan')):.2%}"
-                         if "mean_rel_error" in r else f"{check} {r}")
+            cells.append(f"{check} {r['mean_rel_error']:.2%} / {r['max_rel_error']:.2%}" if "mean_rel_error" in r
+                         else f"{check} {r}")
         print(f"{name:16s} " + " | ".join(cells) + f"  ({time.time() - t:.0f} s)", flush=True)
-        if tables and table is not None and len(table):
+        if args.tables and table is not None and len(table):
             table.to_csv(f"{path}.{name}.heldout.csv", index=False)
 
 
