@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import atomic
 from .errors import AnalysisError
+from .heap import keep_freed_memory
 from .io import DEFAULT_SELECTION, SELECTIONS, batch_tokens_of, domain_weights, load_results, select_rows
 from .intervals import N_BOOTSTRAP
 from .laws import LAWS
@@ -135,6 +136,7 @@ def _print_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    keep_freed_memory()
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
         try:

@@ -235,9 +235,12 @@ def se_weights(df: pd.DataFrame) -> np.ndarray | None:
     return w
 
 
+FIRST_ROUND, KEEP_FRACTION, MIN_KEEP = 25, 0.2, 64  # batched_lm's successive halving
+
+
 def batched_lm(problem: Problem, theta0: np.ndarray, weights=None, max_iter: int = 300,
-               ftol: float = 1e-10, first_round: int = 25, keep_fraction: float = 0.2, min_keep: int = 64,
-               chunk_elems: int = 3_000_000):
+               ftol: float = 1e-10, first_round: int = FIRST_ROUND, keep_fraction: float = KEEP_FRACTION,
+               min_keep: int = MIN_KEEP, chunk_elems: int = 3_000_000, screen: bool = True):
     """Projected Levenberg-Marquardt on the Huber sum (IRLS) for many starts at once.
 
     Successive halving: every start takes `first_round` iterations; only the best `keep_fraction`
@@ -246,6 +249,7 @@ def batched_lm(problem: Problem, theta0: np.ndarray, weights=None, max_iter: int
     starts reach the same optimum), and it divides the work by ~4. With weights (bootstrap), every
     resample is its own problem, so none is dropped.
     weights: None or (starts, rows) row multiplicities (bootstrap resamples).
+    screen: False runs every start to convergence (starts already screened: screen_starts).
     Returns (theta, objective, iterations used per start); dropped starts keep their round-1 state.
     """
     theta = np.clip(np.array(theta0, dtype=float), problem.layout.bounds[:, 0], problem.layout.bounds[:, 1])
@@ -253,15 +257,48 @@ def batched_lm(problem: Problem, theta0: np.ndarray, weights=None, max_iter: int
     lam = np.full(len(theta), 1e-2)
     iters = np.zeros(len(theta), dtype=int)
     everyone = np.arange(len(theta))
-    if weights is None and len(theta) > min_keep and first_round < max_iter:
+    if screen and weights is None and len(theta) > min_keep and first_round < max_iter:
         _run_lm(problem, theta, obj, lam, iters, everyone, None, first_round, ftol, chunk_elems)
-        n_keep = max(min_keep, int(np.ceil(keep_fraction * len(theta))))
-        keep = np.sort(np.argsort(obj, kind="stable")[:n_keep])
-        keep = keep[np.isfinite(obj[keep])]
+        keep = survivors(obj, keep_fraction, min_keep)
         _run_lm(problem, theta, obj, lam, iters, keep, None, max_iter - first_round, ftol, chunk_elems)
     else:
         _run_lm(problem, theta, obj, lam, iters, everyone, weights, max_iter, ftol, chunk_elems)
     return theta, obj, iters
+
+
+def survivors(obj: np.ndarray, keep_fraction: float = KEEP_FRACTION, min_keep: int = MIN_KEEP) -> np.ndarray:
+    """Indices (in order) of the best `keep_fraction` of the starts (at least `min_keep`) with a finite loss."""
+    n_keep = max(min_keep, int(np.ceil(keep_fraction * len(obj))))
+    keep = np.sort(np.argsort(obj, kind="stable")[:n_keep])
+    return keep[np.isfinite(obj[keep])]
+
+
+@dataclass(frozen=True)
+class Screened:
+    """The starts of a law's grid that survived batched_lm's first round on some rows (screen_starts), to be
+    run to convergence by several fits whose training rows all contain those rows: a law's fit on all rows
+    and its held-out refits share one screening instead of repeating it (the screening was ~60% of a fit),
+    and no held-out row chooses a refit's starts."""
+    labels: tuple  # the layout's free parameters: a fit with another layout ignores these starts
+    theta: np.ndarray  # (survivors, free params), after FIRST_ROUND iterations
+    n_grid: int  # starts screened
+    n_rows: int  # rows they were screened on
+
+
+def screen_starts(df: pd.DataFrame, law: Law, *, per_domain: bool, domains: list | None = None) -> Screened | None:
+    """batched_lm's first round of the law's start grid on the rows of `df`, and its survivors. None when
+    there is nothing to share: a grid small enough to run whole, or too few points to fit the law."""
+    x = LawInputs.from_table(df, domains)
+    layout = Layout(law, specialize(law, x), x.domains, per_domain)
+    starts = layout.grid()
+    if len(starts) <= MIN_KEEP or distinct_points(df, layout.per_domain) < layout.size + 1:
+        return None
+    problem = Problem(layout, x, df["eval_loss"].to_numpy(float), DELTA, se_weights(df))
+    theta, obj, _ = batched_lm(problem, starts, max_iter=FIRST_ROUND, screen=False)
+    keep = survivors(obj)
+    if not len(keep):
+        return None
+    return Screened(tuple(layout.labels), theta[keep], len(starts), len(df))
 
 
 def _run_lm(problem, theta, obj, lam, iters, which, weights, max_iter, ftol, chunk_elems):
@@ -508,14 +545,16 @@ def resolve_per_domain(df: pd.DataFrame, law: Law, per_domain: bool | None,
 
 def fit_law(df: pd.DataFrame, law: Law, *, per_domain: bool | None = False, delta: float = DELTA,
             n_polish: int = 3, n_bootstrap: int = 0, seed: int = 0, domains: list | None = None,
-            warm_starts: np.ndarray | None = None, progress: bool = False, selection: str | None = None,
-            max_iter: int = 300, weighted: bool = True) -> FitResult:
+            warm_starts: np.ndarray | None = None, screened: Screened | None = None, progress: bool = False,
+            selection: str | None = None, max_iter: int = 300, weighted: bool = True) -> FitResult:
     """Fit `law` to the rows of `df` (already selected). Raises AnalysisError if it cannot be identified.
 
     per_domain: True one coefficient (E, A, B, C) per domain with shared exponents, False one set, None
     per domain whenever the data have more than one domain (resolve_per_domain; analyze's default).
     warm_starts: optional extra starts (free vectors of the same layout), e.g. the full-data optimum
     when refitting a held-out subset; they are added to the grid.
+    screened: the law's grid already screened on rows that are all in `df` (screen_starts): its survivors are
+    run to convergence instead of screening the grid again. Ignored when its layout is not this fit's.
     weighted: each residual weighted by its row's precision (se_weights, from eval_loss_se) when the table
     has standard errors.
     The result carries its data (`problem`) and its identifiability checks (`diagnostics`).
@@ -534,12 +573,18 @@ def fit_law(df: pd.DataFrame, law: Law, *, per_domain: bool | None = False, delt
             f"(N, D, D', role) points; the data have {n_distinct} (in {len(df)} rows)")
     scale = se_weights(df) if weighted else None
     problem = Problem(layout, x, df["eval_loss"].to_numpy(float), delta, scale)
-    starts = layout.grid()
+    shared = screened is not None and screened.labels == tuple(layout.labels)
+    starts = screened.theta if shared else layout.grid()
     if warm_starts is not None and len(warm_starts):
         starts = np.vstack([np.atleast_2d(warm_starts), starts])
-    log_progress(f"{law.name}: prescreen of {len(starts)} starts on {len(df)} rows "
-                 f"({layout.size} free params)", progress)
-    theta, obj, _ = batched_lm(problem, starts, max_iter=max_iter)
+    if shared:
+        log_progress(f"{law.name}: {len(starts)} of {screened.n_grid} starts screened on {screened.n_rows} rows, "
+                     f"to convergence on {len(df)} rows ({layout.size} free params)", progress)
+        theta, obj, _ = batched_lm(problem, starts, max_iter=max_iter - FIRST_ROUND, screen=False)
+    else:
+        log_progress(f"{law.name}: prescreen of {len(starts)} starts on {len(df)} rows "
+                     f"({layout.size} free params)", progress)
+        theta, obj, _ = batched_lm(problem, starts, max_iter=max_iter)
     picks = distinct_best(theta, obj, n_polish)
     if not picks:
         raise AnalysisError(f"law {law.name!r}: no start gave a finite loss on these data")
@@ -559,7 +604,7 @@ def fit_law(df: pd.DataFrame, law: Law, *, per_domain: bool | None = False, delt
     fit = FitResult(law=law, layout=layout, theta=th, objective=f, n_points=len(df), n_distinct=n_distinct,
                     selection=selection or df.attrs.get("selection", "all rows given"),
                     notes=list(spec.notes) + ([layout_note] if layout_note else []),
-                    n_starts=len(starts), seconds=0.0, lmfit_success=bool(res.success),
+                    n_starts=screened.n_grid if shared else len(starts), seconds=0.0, lmfit_success=bool(res.success),
                     lmfit_message=str(res.message), lmfit_stderr=stderr, top_theta=np.array(polished),
                     problem=problem, weighted=scale is not None)
     log_progress(f"{law.name}: best Huber sum {f:.6g} after {time.perf_counter() - t0:.1f} s", progress)

@@ -11,10 +11,11 @@ import pandas as pd
 
 from .errors import AnalysisError
 from .diagnostics import short
+from .heap import keep_freed_memory
 from .fit import FitResult, Layout, Problem, bootstrap, distinct_points, fit_law, log_progress, resolve_per_domain
 from .inputs import LawInputs
 from .laws import LAWS, get_law, specialize
-from .validate import heldout, heldout_score, pick_law
+from .validate import heldout, heldout_score, pick_law, shared_screening
 
 
 @dataclass
@@ -117,10 +118,12 @@ def _fit_one(rows: pd.DataFrame, name: str, per_domain, validate: bool, progress
     try:
         # Resolved once on all rows: the held-out refits use the same layout as the full fit.
         layout_per_domain, _ = resolve_per_domain(rows, LAWS[name], per_domain)
-        fit = fit_law(rows, LAWS[name], per_domain=per_domain, progress=progress)
+        # The full fit and its held-out refits converge the same screened starts (validate.shared_screening).
+        screened = shared_screening(rows, LAWS[name], layout_per_domain) if validate else None
+        fit = fit_law(rows, LAWS[name], per_domain=per_domain, screened=screened, progress=progress)
     except AnalysisError as e:
         return None, None, str(e)
-    return fit, (heldout(rows, LAWS[name], layout_per_domain, progress) if validate else None), None
+    return fit, (heldout(rows, LAWS[name], layout_per_domain, progress, screened) if validate else None), None
 
 
 def _fit_laws(rows, names, per_domain, validate, progress, workers) -> list:
@@ -135,15 +138,17 @@ def _fit_laws(rows, names, per_domain, validate, progress, workers) -> list:
     # OpenMP), whose thread pools are fork-safe.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
-                             initializer=_one_thread) as pool:
+                             initializer=_worker_setup) as pool:
         futures = [pool.submit(_fit_one, rows, name, per_domain, validate, progress) for name in names]
         return [f.result() for f in futures]
 
 
-def _one_thread() -> None:
-    """A worker's BLAS uses one thread: the workers already fill the cores, and the fits' matrices are small."""
+def _worker_setup() -> None:
+    """A worker's BLAS uses one thread (the workers already fill the cores, and the fits' matrices are small),
+    and its heap keeps freed pages for the next LM step (heap.keep_freed_memory)."""
     from threadpoolctl import threadpool_limits
     threadpool_limits(1)
+    keep_freed_memory()
 
 
 def _identified(result: Analysis, name: str) -> bool:

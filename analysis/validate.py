@@ -19,7 +19,7 @@ import pandas as pd
 
 from .errors import AnalysisError
 from .diagnostics import short
-from .fit import FitResult, fit_law, log_progress, resolve_per_domain
+from .fit import FitResult, Screened, fit_law, log_progress, resolve_per_domain, screen_starts
 from .inputs import LawInputs
 from .io import budget_label, budget_of
 from .laws import Law
@@ -33,13 +33,13 @@ def _rel_errors(fit: FitResult, test: pd.DataFrame) -> np.ndarray:
     return np.abs(pred - test["eval_loss"].to_numpy()) / test["eval_loss"].to_numpy()
 
 
-def _one_split(df, train_mask, law, per_domain, domains, label, held):
+def _one_split(df, train_mask, law, per_domain, domains, label, held, screened=None):
     train, test = df[train_mask], df[~train_mask]
     out = {"held_out": held, "n_train": int(len(train)), "n_test": int(len(test))}
     try:
         train = train.reset_index(drop=True)
         train.attrs.update(df.attrs)
-        fit = fit_law(train, law, per_domain=per_domain, domains=domains)
+        fit = fit_law(train, law, per_domain=per_domain, domains=domains, screened=screened)
     except AnalysisError as e:
         out["error"] = str(e)
         return out, None
@@ -48,18 +48,21 @@ def _one_split(df, train_mask, law, per_domain, domains, label, held):
     return out, (test.assign(predicted_loss=fit.predict(LawInputs.from_table(test, fit.domains)), check=label))
 
 
-def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress: bool = False):
+def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress: bool = False,
+            screened: Screened | None = None):
     """{check: {...errors...}} and a table of the held-out rows with their predictions.
 
     per_domain None: the layout of the full-data fit (fit.resolve_per_domain on all of df), so every
-    held-out refit has the same free parameters as the fit it checks."""
+    held-out refit has the same free parameters as the fit it checks.
+    screened: the extrapolation refits start from these (shared_screening: screened on rows none of them
+    holds out); the k-fold refits always screen their own grid."""
     domains = sorted(df["eval_domain"].unique())
     per_domain, _ = resolve_per_domain(df, law, per_domain, domains)
     results, tables = {}, []
     log_progress(f"{law.name}: held-out checks", progress)
     checks, folds = applicable_splits(df, results)
     for check, train_mask, held in checks:
-        res, tab = _one_split(df, train_mask, law, per_domain, domains, check, held)
+        res, tab = _one_split(df, train_mask, law, per_domain, domains, check, held, screened)
         results[check] = res
         tables.append(tab)
     if folds is not None:
@@ -83,6 +86,24 @@ def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress
     table = pd.concat([t for t in tables if t is not None], ignore_index=True) if any(
         t is not None for t in tables) else pd.DataFrame()
     return results, table
+
+
+def shared_screening(df: pd.DataFrame, law: Law, per_domain: bool) -> Screened | None:
+    """One screening of the law's start grid (fit.screen_starts) for its fit on all of df and for every
+    extrapolation refit of `heldout`: on the rows that every one of them trains on (held out by no check), so
+    no held-out row has a say in which starts a refit converges. None when there is no such check (the k-fold
+    case holds out every row once) or those rows miss a domain."""
+    extrapolation, _ = heldout_splits(df)
+    masks = [mask for _, mask, _ in extrapolation if mask is not None]
+    if not masks:
+        return None
+    core = np.logical_and.reduce(masks)
+    domains = sorted(df["eval_domain"].unique())
+    if sorted(df.loc[core, "eval_domain"].unique()) != domains:
+        return None
+    rows = df[core].reset_index(drop=True)
+    rows.attrs.update(df.attrs)
+    return screen_starts(rows, law, per_domain=per_domain, domains=domains)
 
 
 def applicable_splits(df: pd.DataFrame, out: dict):
