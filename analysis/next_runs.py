@@ -404,12 +404,20 @@ def propose(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, *, target_n
     else:
         centre = split["predicted_loss"]
         lo, hi = split.get("predicted_loss_interval") or (centre, centre)
-    if hi - lo <= 0 and var0 > 0:  # no bootstrap: the linearized interval itself
+    bootstrapped = fit.boot_theta is not None and len(fit.boot_theta) >= 2
+    if hi - lo <= 0 and var0 > 0 and not bootstrapped:  # no bootstrap: the linearized interval itself
         half = 1.96 * math.sqrt(var0) * (1 if objective == "fraction" else centre)
         lo, hi = centre - half, centre + half
-    expected = [centre - (centre - lo) * ratio, centre + (hi - centre) * ratio]
+    # A bootstrap whose every resample puts D* at the same point keeps its zero width: a linearized width in
+    # its place would measure rounds of the same study with two rulers (benchmarks/README.md §9).
     if objective == "fraction":
-        expected = [max(0.0, expected[0]), min(1.0, expected[1])]
+        lo, hi = max(0.0, lo), min(1.0, hi)
+    if bootstrapped and hi - lo <= 0 and var0 > 0:
+        warnings_.append(f"every bootstrap resample puts the decision at {centre:.4g}: its interval has zero width "
+                         f"here, while the linearized one has a standard deviation of "
+                         f"{math.sqrt(var0) * (1 if objective == 'fraction' else centre):.3g}; the runs are "
+                         "ranked by the linearized variance")
+    expected = [centre - (centre - lo) * ratio, centre + (hi - centre) * ratio]
     if var0 <= 0:
         warnings_.append("the decision does not move with any fitted parameter at the target (D* on an edge of "
                          "[0, 1], or a split-blind law): no run can narrow its interval in the linear picture")
