@@ -1,7 +1,7 @@
 """The loop of issue #15 with real training: a deliberately poor grid (2 sizes, 2 budgets, fractions 1/2 and 1),
 then three rounds of `python -m analysis next` whose printed command is run as is (the sweep file of exactly the
 proposed points), each followed by a refit: after three rounds the interval of D*/C at the target is narrower than
-on the poor grid. (Not every round narrows it: measured 0.77, 0.44, 0.47, 0.31; benchmarks/README.md §9.)"""
+on the poor grid. (Not every round narrows it: measured 0.84, 0.52, 0.40, 0.57; benchmarks/README.md §9.)"""
 import sys
 from pathlib import Path
 
