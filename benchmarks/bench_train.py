@@ -152,7 +152,7 @@ def make_variants(spec: ModelSpec, args, source, data, env) -> list[Variant]:
         return schedule.lr(step, horizon, 0)
 
     variants = []
-    # ours: exactly what a seed job runs (job._build + Trainer.train), minus checkpoints and W&B
+    # ours: exactly what a seed job runs (Worker.build + Trainer.train), minus checkpoints and W&B
     model = build_model(spec, source.vocab_size, args.seq_len, seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=schedule.peak_lr, **opt_kw)
     trainer = Trainer(model, opt, source, schedule, batch, env, grad_clip=float(train_cfg.grad_clip))

@@ -1,17 +1,13 @@
-"""One job = one grid point (N, D, D', expert domain): make sure its seed exists, train the expert,
-evaluate it on every domain, and record the rows.
+"""One job = one grid point (N, D, D', expert domain): make sure its seed exists (seed_store), train the
+expert, evaluate it on every domain (and downstream tasks), and record the rows once.
 
-Seeds live in a store shared by every job and sweep: `store/seeds/<trajectory_id>/tokens_<D>` are
-checkpoints of one trajectory (a hash of everything that determines it). Under the wsd schedule a job
-needing a larger D extends the trajectory from the largest checkpoint below D. A lock file with a
-heartbeat keeps concurrent jobs (processes, or cluster tasks on a shared filesystem) from training the
-same seed twice, and checkpoints are published by rename, so a half-written one is never read.
+A run directory `sweeps/<name>/runs/<run_id>` holds the run's identity (`run.json`), its lease, its progress
+and final checkpoints and its `status.json`; the rows go to the sweep's results table (records.py).
 """
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -21,219 +17,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint as ckpt
 from .data import MIXTURE
-from .distributed import DistEnv, allocated_threads, init_distributed
+from .distributed import DistEnv, allocated_threads
 from .downstream import DownstreamEval, append_downstream, is_evaluated
-from .fsio import append_jsonl
-from .layout import SEED_PREFIX, StoreLayout, SweepLayout
-from .logger import RunLogger, check_logger
-from .model import build_model
-from .parallelize import adamw, parallelize
-from .plan import ConfigError, Plan, git_sha, make_plan
+from .layout import SweepLayout
+from .plan import ConfigError, git_sha
 from .records import ResultRow, append_rows, is_recorded, recorded_rows
-from .store import FileLock, LeaseLost, is_debris, write_json_atomic
-from .train import TrainingPath
-from .train import Preempted, StopFlag, Trainer, TrainingDiverged, check_world
-
-PROGRESS = "progress"
-
-
-def _build(plan: Plan, env: DistEnv):
-    model = parallelize(build_model(plan.spec, plan.source.vocab_size, plan.batch.seq_len, plan.seed), env,
-                        plan.layout)
-    o = plan.cfg.train.optimizer
-    return model, adamw(model, env, plan.schedule.peak_lr, o.betas, o.eps, o.weight_decay)
-
-
-def _trainer(plan: Plan, env: DistEnv, model, optimizer, stop: StopFlag) -> Trainer:
-    t = plan.cfg.train
-    return Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, env, float(t.grad_clip), stop,
-                   layout=plan.layout, sync_every=int(t.get("sync_every_steps", 10)))
-
-
-def _reapply_hparams(plan: Plan, optimizer) -> None:
-    # Loading optimizer state overwrites param-group hyperparameters with the checkpoint's.
-    o = plan.cfg.train.optimizer
-    for group in optimizer.param_groups:
-        group.update(betas=tuple(o.betas), eps=float(o.eps), weight_decay=float(o.weight_decay))
-
-
-def _seed_checkpoints(trajectory_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a trajectory as (step, path), the periodic progress slot included."""
-    found = []
-    for path in list(trajectory_dir.glob(SEED_PREFIX + "*")) + [trajectory_dir / PROGRESS]:
-        if path.is_dir() and ckpt.is_complete(path):
-            found.append((int(ckpt.read_meta(path)["step"]), path))
-    return sorted(found)
-
-
-def _clear_debris(directory: Path) -> None:
-    """Half-written checkpoints of killed writers; call it holding the directory's lock."""
-    for tmp in directory.glob(".*.tmp-*"):
-        if is_debris(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    for old in [*directory.glob(".*.old"), *directory.glob(".*.tmp")]:  # the layout before leases
-        shutil.rmtree(old, ignore_errors=True)
-    ckpt.clear_debris(directory / PROGRESS)
-
-
-def _stop_flag(cfg) -> StopFlag:
-    return StopFlag().install() if cfg.train.get("handle_signals", True) else StopFlag()
+from .seed_store import PROGRESS, SeedBuilder, clear_debris
+from .store import FileLock, LeaseLost, write_json_atomic
+from .train import Preempted, Trainer, TrainingDiverged, TrainingPath
+from .worker import Worker
 
 
 class Job:
-    def __init__(self, cfg: DictConfig, env: DistEnv | None = None, seed_only: bool = False):
-        """`seed_only`: a job that trains the seed alone (a SLURM seed job): what only the expert and its
-        evaluation need (lm-eval tasks) is neither prepared nor checked."""
-        self.cfg = cfg
-        self.plan = make_plan(cfg)  # raises ConfigError before any compute
-        check_logger(cfg.logger)  # online W&B without a key or a server fails here, not after training
-        self.env = env or init_distributed(str(cfg.train.get("device", "auto")))
-        try:
-            check_world(self.plan.batch, self.env.world_size)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+    def __init__(self, cfg: DictConfig, env: DistEnv | None = None):
+        self.worker = Worker(cfg, env)  # the plan, checked before any compute; ranks; stop flag
+        self.cfg, self.plan, self.env, self.sweep_dir = cfg, self.worker.plan, self.worker.env, self.worker.sweep_dir
         # lm-eval tasks: unknown names, unreachable hub data, tokenizer mismatches fail here, before training.
-        self.downstream = (DownstreamEval.prepare(cfg, self.plan) if DownstreamEval.enabled(cfg) and not seed_only
-                           else None)
-        self.sweep_dir = Path(cfg.paths.sweep_dir)
-        self.store = StoreLayout(cfg.paths.store)
-        self.trajectory_dir = self.store.trajectory(self.plan.trajectory_id)
+        self.downstream = DownstreamEval.prepare(cfg, self.plan) if DownstreamEval.enabled(cfg) else None
         self.run_dir = SweepLayout(self.sweep_dir).run(self.plan.run_id)
-        self.stop = _stop_flag(cfg)
-        self.tokens_trained = 0
+        self.seeds = SeedBuilder(self.worker)
+        self._expert_tokens = 0
 
-    # ---------------------------------------------------------------- seed
-    def seed_checkpoint(self) -> Path | None:
-        """Path of the seed at D (trained now if no job trained it before); None when D = 0."""
-        plan, env = self.plan, self.env
-        if plan.seed_steps == 0:
-            return None
-        final = self.store.seed(plan.trajectory_id, plan.seed_tokens)
-        if ckpt.is_complete(final) and ckpt.is_good(final):
-            return final
-        if env.is_main:
-            self.trajectory_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.trajectory_dir / "trajectory.json", {
-                "trajectory_id": plan.trajectory_id, "model": plan.spec.name, "schedule": plan.schedule.name})
-        while True:
-            lease = self._lock(self.trajectory_dir / ".lock", f"seed {plan.trajectory_id}")
-            try:
-                if env.broadcast(self._needs_building(final) if env.is_main else None):
-                    self._train_seed(final, lease)
-                env.barrier()
-                return final
-            except LeaseLost as err:
-                self._lost(err)
-            finally:
-                if lease is not None:
-                    lease.release()
-
-    def _needs_building(self, checkpoint: Path) -> bool:
-        """Holding its lock: whether `checkpoint` must be (re)built; a corrupt one is moved aside first."""
-        _clear_debris(checkpoint.parent)
-        if not ckpt.is_complete(checkpoint):
-            return True
-        try:
-            ckpt.verify(checkpoint)
-            return False
-        except ckpt.CorruptCheckpoint as err:
-            aside = ckpt.quarantine(checkpoint)
-            print(f"[{self.plan.run_id}] {err}; moved to {aside} and rebuilding it", flush=True)
-            return True
-
-    def _lock(self, path: Path, what: str) -> FileLock | None:
-        """Rank 0 takes the lease on `path`; a stop signal while waiting for it preempts the job."""
-        if not self.env.is_main:
-            return None
-
-        def should_stop() -> None:
-            if self.stop.set:
-                raise Preempted(f"[{what}] stopped by signal {self.stop.signum} while waiting for {path}",
-                                signum=self.stop.signum, stop=self.stop)
-
-        self._next_wait_note = 0.0
-        return FileLock(path, stale_s=float(self.cfg.train.lock_stale_s), should_stop=should_stop,
-                        on_wait=lambda s: self._waiting(s, what)).acquire()
-
-    def _lost(self, err: LeaseLost) -> None:
-        if self.env.is_main:
-            print(f"[{self.plan.run_id}] {err}; nothing published, waiting for that job", flush=True)
-
-    def _waiting(self, seconds: float, what: str) -> None:
-        # The lock calls this at every poll; say so every 30 s.
-        if seconds >= self._next_wait_note:
-            self._next_wait_note = seconds + 30.0
-            print(f"[{what}] waiting {seconds:.0f}s for another job working on it", flush=True)
-
-    def _seed_start(self, model, optimizer) -> tuple[int, Path | None]:
-        """Load the largest good checkpoint of the trajectory at or below D; (its step, its path)."""
-        plan = self.plan
-        candidates = [(step, path) for step, path in _seed_checkpoints(self.trajectory_dir)
-                      if step <= plan.seed_steps]
-        for step, path in reversed(candidates):
-            try:
-                ckpt.load(path, model, optimizer)
-            except ckpt.CorruptCheckpoint as err:  # verified before anything is loaded: the model is untouched
-                self._set_aside(path, err, "starting from the one below")
-                continue
-            _reapply_hparams(plan, optimizer)
-            return step, path
-        return 0, None
-
-    def _set_aside(self, path: Path, err: Exception, then: str) -> None:
-        """A checkpoint that failed its checksums on every rank: moved aside (rank 0), so it is rebuilt."""
-        self.env.barrier()
-        if self.env.is_main:
-            aside = ckpt.quarantine(path)
-            print(f"[{self.plan.run_id}] {err}; moved to {aside}, {then}", flush=True)
-
-    def _train_seed(self, final: Path, lease: FileLock | None) -> None:
-        plan, env = self.plan, self.env
-        model, optimizer = _build(plan, env)
-        start_step, start = self._seed_start(model, optimizer)
-        label = f"seed {plan.spec.name} D={plan.seed_tokens:,}"
-        if env.is_main:
-            print(f"[{label}] training steps {start_step}..{plan.seed_steps}"
-                  + (f" from {start.name}" if start else " from scratch"), flush=True)
-        path = TrainingPath(plan.seed_steps, 0, MIXTURE)
-        trainer = _trainer(plan, env, model, optimizer, self.stop)
-        logger = self._logger(f"seed-{plan.trajectory_id}", f"seed {plan.spec.name}", "seed",
-                              {"trajectory_id": plan.trajectory_id}, ledger_dir=self.trajectory_dir)
-        started = time.time()
-
-        check = lease.check if lease is not None else None
-
-        def save(step: int, target: Path = self.trajectory_dir / PROGRESS) -> None:
-            ckpt.save(target, model, optimizer, {"step": step, "tokens": step * plan.batch.tokens_per_step,
-                                                 "trajectory_id": plan.trajectory_id}, env,
-                      slot=target.name == PROGRESS, before_publish=check)
-
-        try:
-            trainer.train(path, start_step, plan.seed_steps, label, checkpoint=save,
-                          checkpoint_every=int(self.cfg.train.checkpoint_every_steps), log=logger.log,
-                          progress_every_s=float(self.cfg.train.progress_every_s))
-            save(plan.seed_steps, final)
-        finally:
-            logger.finish()
-        self.tokens_trained += trainer.tokens_trained
-        if env.is_main:
-            progress = self.trajectory_dir / PROGRESS
-            if ckpt.is_complete(progress) and int(ckpt.read_meta(progress)["step"]) <= plan.seed_steps:
-                ckpt.remove(progress)
-            # The audit trail of training done. No flock in the store (NFS): the seed's lease serialises its writers.
-            append_jsonl(self.trajectory_dir / "segments.jsonl", [{
-                "from_step": start_step, "to_step": plan.seed_steps, "tokens": trainer.tokens_trained,
-                "run_id": plan.run_id, "wall_s": round(time.time() - started, 3)}], lock=False)
-
-    # ---------------------------------------------------------------- expert
-    def _logger(self, run_id: str, name: str, job_type: str, extra: dict, ledger_dir: Path) -> RunLogger:
-        plan = self.plan
-        config = OmegaConf.to_container(self.cfg, resolve=True)
-        config.update(extra, n_params=plan.n_params, pretrain_tokens=plan.pretrain_tokens,
-                      special_tokens=plan.special_tokens, expert_domain=plan.expert_domain)
-        return RunLogger(self.cfg.logger, self.sweep_dir, run_id, name, str(self.cfg.sweep_name), job_type,
-                         config, tags=[job_type, plan.spec.name, plan.schedule.name], active=self.env.is_main,
-                         ledger_dir=ledger_dir)
+    @property
+    def tokens_trained(self) -> int:
+        """Tokens this job trained: the seed's share only if it trained the seed."""
+        return self.seeds.tokens_trained + self._expert_tokens
 
     def _check_run_dir(self) -> None:
         identity = self.run_dir / "run.json"
@@ -254,13 +62,13 @@ class Job:
                 return self._already_recorded()
             self._check_run_dir()
             env.barrier()
-            lease = self._lock(self.run_dir / ".lock", f"run {plan.run_id}")
+            lease = self.worker.lock(self.run_dir / ".lock", f"run {plan.run_id}")
             try:
                 if self._recorded():  # finished by the job that held the lock before us
                     continue
                 return self._run_locked(lease)
             except LeaseLost as err:
-                self._lost(err)
+                self.worker.lost(err)
             finally:
                 if lease is not None:
                     lease.release()
@@ -293,10 +101,10 @@ class Job:
                 else:
                     step = int(ckpt.load(progress, model, optimizer)["step"])
             except ckpt.CorruptCheckpoint as err:  # verified before anything is loaded: the model is untouched
-                self._set_aside(where, err, "resuming from an earlier state")
+                self.worker.set_aside(where, err, "resuming from an earlier state")
                 continue
             if where is progress:
-                _reapply_hparams(plan, optimizer)
+                self.worker.reapply_hparams(optimizer)
                 if env.is_main:
                     print(f"[{label}] resuming at step {step}/{total} from {progress}", flush=True)
             return step
@@ -304,27 +112,27 @@ class Job:
             return 0
         # wsd continues the seed's optimizer; the independent-cosine expert re-warms a fresh one.
         ckpt.load(seed, model, optimizer if plan.schedule.name == "wsd" else None)
-        _reapply_hparams(plan, optimizer)
+        self.worker.reapply_hparams(optimizer)
         return plan.seed_steps
 
     def _run_locked(self, lease: FileLock | None) -> list[dict]:
         plan, env = self.plan, self.env
         started = time.time()
         if env.is_main:
-            _clear_debris(self.run_dir)
+            clear_debris(self.run_dir)
         try:
-            seed = self.seed_checkpoint()
+            seed = self.seeds.ensure()
         except TrainingDiverged as err:
             self._mark("failed", str(err))
             raise
-        model, optimizer = _build(plan, env)
+        model, optimizer = self.worker.build()
         final, progress = self.run_dir / "final", self.run_dir / PROGRESS
         total = plan.seed_steps + plan.expert_steps
         label = f"expert {plan.spec.name} D={plan.pretrain_tokens:,} D'={plan.special_tokens:,} {plan.expert_domain}"
         step = self._resume(model, optimizer, seed)
         check = lease.check if lease is not None else None
-        trainer = _trainer(plan, env, model, optimizer, self.stop)
-        logger = self._logger(f"expert-{plan.run_id}", label, "expert", {"run_id": plan.run_id},
+        trainer = self.worker.trainer(model, optimizer)
+        logger = self.worker.logger(f"expert-{plan.run_id}", label, "expert", {"run_id": plan.run_id},
                               ledger_dir=self.run_dir)
         try:
             if step < total:
@@ -334,10 +142,8 @@ class Job:
                     ckpt.save(progress, model, optimizer, {"step": at, "run_id": plan.run_id}, env, slot=True,
                               before_publish=check)
 
-                trainer.train(path, step, total, label, checkpoint=save,
-                              checkpoint_every=int(self.cfg.train.checkpoint_every_steps), log=logger.log,
-                              progress_every_s=float(self.cfg.train.progress_every_s))
-                self.tokens_trained += trainer.tokens_trained
+                self.worker.train(trainer, path, step, total, label, save, logger)
+                self._expert_tokens += trainer.tokens_trained
                 ckpt.save(final, model, None, {"step": total, "run_id": plan.run_id}, env, before_publish=check)
             rows = self.evaluate(trainer, time.time() - started)
             downstream = self._run_downstream(model, rows)
@@ -356,7 +162,7 @@ class Job:
             logger.finish(exit_code=1)
             self._mark("preempted", str(err))
             if err.stop is None:
-                err.stop = self.stop
+                err.stop = self.worker.stop
             raise
         except LeaseLost:
             logger.finish(exit_code=1)
@@ -388,7 +194,7 @@ class Job:
             if self.env.is_main:
                 print(f"[{self.plan.run_id}] no final checkpoint in {final}; skipping downstream eval", flush=True)
             return
-        model, _ = _build(self.plan, self.env)
+        model, _ = self.worker.build()
         ckpt.load(final, model, None)
         downstream = self._run_downstream(model, rows)
         if self.env.is_main:

@@ -108,7 +108,7 @@ class SeedTask:
         import torch
 
         from .distributed import allocated_threads
-        from .job import Job
+        from .seed_store import seed_checkpoint
         from .train import Preempted
 
         Singleton.set_state(self.singleton_state)
@@ -121,7 +121,7 @@ class SeedTask:
             cfg = _task_cfg(sweep_config)
             torch.set_num_threads(allocated_threads(cfg.train.get("threads")))
             try:
-                done.append(str(Job(cfg, seed_only=True).seed_checkpoint()))
+                done.append(str(seed_checkpoint(cfg)))
             except Preempted as err:  # same hand-over as app.task: submitit requeues this seed job
                 print(f"splitsweep: {err}", file=sys.stderr, flush=True)
                 if err.stop is not None:

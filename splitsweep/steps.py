@@ -9,7 +9,8 @@
 The fields that determine a step's output are declared `defining` next to them; `identity.identity` hashes
 those (and a dependency as its own identity), and the output's path follows from it (layout.py). `done()` reads
 the step's output, never its config: a finished step is not run again. plan.make_plan builds a grid point's
-steps from its config (all checks before any compute); job.py runs them.
+steps from its config (all checks before any compute); seed_store.py runs a seed step, job.py an expert
+step (its seed first) and downstream.py its evaluation.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from lm_eval.api.instance import Instance
 from splitsweep.data.phonebook import CharTokenizer
 from splitsweep.downstream import DownstreamEval, read_downstream
 from splitsweep.job import Job
+from splitsweep.seed_store import seed_checkpoint
 from splitsweep.lm_eval_adapter import SplitsweepLM, char_tokenizer
 from splitsweep.model import ModelSpec, build_model
 from splitsweep.plan import ConfigError, make_plan
@@ -216,11 +217,11 @@ def test_adapter_under_fsdp_matches_one_process(tmp_path):
 
 
 def test_a_seed_job_does_not_depend_on_the_experts_eval_config(tmp_path):
-    # A SLURM seed job (SeedTask) builds Job(seed_only=True): a task only the expert's evaluation needs
+    # A SLURM seed job (SeedTask) runs seed_store.seed_checkpoint: a task only the expert's evaluation needs
     # cannot fail the seed; the expert's own job still refuses it before training.
     args = [*TINY_BOOK, "split.pretrain_fraction=0.4", "split.expert_domain=d0", "eval=phonebook_mc",
             "eval.tasks=[arc_eazy]"]
-    seed = Job(compose_cfg(tmp_path, *args), seed_only=True).seed_checkpoint()
+    seed = seed_checkpoint(compose_cfg(tmp_path, *args))
     assert seed is not None and seed.exists()
     with pytest.raises(ConfigError, match="arc_eazy"):
         Job(compose_cfg(tmp_path, *args))
