@@ -11,12 +11,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
-from .identity import signature
+from .identity import job_dir_overrides, signature
 from .sweep_identity import check_sweep
 
 
-def job_dirname(overrides: str) -> str:
-    """A grid point's directory name: its overrides, readable, deterministic, short enough for a filesystem."""
+def job_dirname(overrides) -> str:
+    """A grid point's directory name: its defining overrides (identity.job_dir_overrides of
+    hydra.overrides.task), readable, deterministic, short enough for a filesystem."""
+    overrides = ",".join(job_dir_overrides(overrides))
     name = overrides.replace("/", "_") or "defaults"
     if len(name) <= 120:
         return name

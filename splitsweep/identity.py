@@ -22,8 +22,8 @@ import json
 from typing import Any
 
 VOLATILE = ("paths", "logger", "report")
-# Settings that do not change what a grid point measures: left out of a sweep's identity (and, in
-# conf/config.yaml's exclude_keys, of the Hydra job directory's name).
+# Settings that do not change what a grid point measures: left out of a sweep's identity and of the name of a
+# grid point's Hydra job directory (job_dir_overrides).
 NOT_DEFINING = (*VOLATILE, "hydra", "eval", "sweep_name", "train.threads", "train.device", "train.micro_batch",
                 "train.progress_every_s", "train.checkpoint_every_steps", "train.lock_stale_s",
                 "train.handle_signals", "data.progress", "data.num_proc", "train.compile",
@@ -37,7 +37,29 @@ ADDED_AT_DEFAULT = {
     "data.num_proc": 1,
 }
 
+# The grid's own file: its name is the sweep's (sweep_name), never a grid point's.
+SWEEP_FILE_GROUP = "sweeps"
+
 _ALWAYS = object()  # a defining field that is never left out
+
+
+def _override_key(line: str) -> str:
+    """`+a.b=1` -> `a.b`, `hydra/launcher=slurm` -> `hydra/launcher`, `~x` -> `x`."""
+    return line.split("=", 1)[0].lstrip("+~")
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".") or key.startswith(prefix + "/")
+
+
+def job_dir_overrides(overrides) -> list:
+    """The override lines that name a grid point's Hydra job directory (`jobs/<lines>`, app.job_dirname):
+    the grid point's overrides without the settings and config groups under NOT_DEFINING and without the
+    sweep file's group, sorted. Two grid points that differ only in what is left out are the same run, and
+    share a job directory as they share runs/<run_id>."""
+    excluded = (*NOT_DEFINING, SWEEP_FILE_GROUP)
+    lines = [str(line) for line in overrides]
+    return sorted(line for line in lines if not any(_under(_override_key(line), p) for p in excluded))
 
 
 def signature(payload: dict, length: int = 16) -> str:

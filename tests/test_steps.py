@@ -74,17 +74,14 @@ def test_outputs_follow_from_identities_and_done_reads_them(tmp_path):
 
 
 def test_the_job_directory_name_never_leaves_out_a_setting_that_defines_a_result():
-    """conf/config.yaml's exclude_keys (the settings left out of a Hydra job directory's name) are all
-    non-defining (identity.NOT_DEFINING) or choices that select no result (the sweep file, the launcher):
-    otherwise two grid points that differ only in such a setting would share one job directory."""
-    from omegaconf import OmegaConf
+    """A Hydra job directory is named by identity.job_dir_overrides (conf/config.yaml's hydra.sweep.subdir): it
+    leaves out the settings and groups under identity.NOT_DEFINING and the sweep file, and nothing else;
+    otherwise two grid points that differ only in a defining setting would share one job directory."""
+    from splitsweep.identity import job_dir_overrides
 
-    from splitsweep.identity import NOT_DEFINING
-    from tests.helpers import REPO
-
-    conf = OmegaConf.load(REPO / "conf" / "config.yaml")
-    excluded = list(conf.hydra.job.config.override_dirname.exclude_keys)
-    assert excluded
-    selectors = {"sweeps", "hydra/launcher"}  # a sweep file's grid is in the overrides; the launcher runs it
-    assert [k for k in excluded if k not in selectors and not any(
-        k == p or k.startswith(p + ".") for p in NOT_DEFINING)] == []
+    defining = ["model=llama_21k", "split.pretrain_fraction=0.5", "train.lr=1e-3", "data.domains=[a,b]",
+                "+train.new_knob=1", "loggers.x=1", "train.threads_per_core=2", "sweep_name_suffix=x"]
+    not_defining = ["sweeps=phonebook", "logger.mode=offline", "logger=wandb", "paths.root=/x", "train.threads=2",
+                    "hydra/launcher=slurm", "eval=phonebook_mc", "eval.tasks=[a]", "train.checkpoint_every_steps=9",
+                    "+report.enabled=false", "~train.compile", "sweep_name=s"]
+    assert job_dir_overrides(not_defining + defining) == sorted(defining)
