@@ -234,7 +234,7 @@ class Job:
                 expert_domain=plan.expert_domain, eval_domain=domain, mixture_weight=plan.mixture_weight(domain),
                 eval_loss=loss, eval_tokens=n_tokens, eval_loss_se=loss_se, recall_accuracy=recall,
                 flops=6 * plan.n_params * tokens, flops_total_params=6 * plan.n_params_total * tokens,
-                schedule=plan.schedule.name, precision=plan.layout.precision, seed=plan.seed,
+                schedule=plan.schedule.name, precision=plan.layout.precision, seed=plan.rng_seed,
                 config_hash=plan.config_hash, seed_id=plan.trajectory_id, git_sha=git_sha(),
                 wall_s=round(wall_s, 3), tokens_trained=self.tokens_trained, epochs_max=round(plan.epochs_max, 4),
                 batch_tokens=plan.batch.tokens_per_step, accounting=plan.accounting,

@@ -188,7 +188,7 @@ class Plan:
     source: TokenSource
     schedule: Schedule
     batch: BatchSpec
-    seed: int
+    rng_seed: int  # model init and data order (cfg.seed); `seed_*` below are the seed model's
     seed_steps: int
     expert_steps: int
     expert_domain: str
@@ -329,8 +329,8 @@ def make_plan(cfg: DictConfig) -> Plan:
                           f"{batch.global_batch}, {batch.micro_batch}, {batch.seq_len}")
     schedule = Schedule(str(t.schedule), float(t.lr), int(t.warmup_steps), float(t.min_lr_factor),
                         float(t.get("decay_fraction", 1.0)))
-    seed = int(cfg.seed)
-    source = build_source(cfg.data, seq_len=batch.seq_len, seed=seed)
+    rng_seed = int(cfg.seed)
+    source = build_source(cfg.data, seq_len=batch.seq_len, seed=rng_seed)
     expert_domain = str(cfg.split.expert_domain)
     if expert_domain == "each":
         raise ConfigError("split.expert_domain=each stands for every domain's expert and the mixture baseline: "
@@ -377,7 +377,7 @@ def make_plan(cfg: DictConfig) -> Plan:
                  OmegaConf.to_container(t.optimizer, resolve=True).items()}
     length = (schedule.min_lr_factor, seed_steps) if schedule.seed_depends_on_length else (None, None)
     trajectory = Trajectory(STORE_VERSION, spec.__dict__, source.vocab_size, source.identity(), batch.seq_len,
-                            batch.global_batch, optimizer, float(t.grad_clip), seed,
+                            batch.global_batch, optimizer, float(t.grad_clip), rng_seed,
                             TrajectorySchedule(schedule.name, schedule.peak_lr, schedule.warmup_steps, *length),
                             source.mixture.counts.tolist(), str(t.get("precision", "fp32")))
     expert = ExpertStep(trajectory, seed_steps, expert_steps, expert_domain, schedule.min_lr_factor,
@@ -388,6 +388,6 @@ def make_plan(cfg: DictConfig) -> Plan:
     budget = (int(budget_tokens(cfg.split, batch.tokens_per_step, spec.non_embedding_params()))
               if cfg.split.get("pretrain_fraction") is not None
               else (recorded_steps[0] + sharing * recorded_steps[1]) * batch.tokens_per_step)
-    return Plan(cfg, spec, source, schedule, batch, seed, seed_steps, expert_steps, expert_domain,
+    return Plan(cfg, spec, source, schedule, batch, rng_seed, seed_steps, expert_steps, expert_domain,
                 trajectory.identity, expert.identity, config_hash(cfg), seed_offsets, epochs_max, accounting,
                 budget, k, recorded_steps, cooldown, expert)

@@ -38,7 +38,7 @@ class Worker:
     def build(self):
         """The plan's model, parallelized, and its AdamW."""
         plan, env = self.plan, self.env
-        model = parallelize(build_model(plan.spec, plan.source.vocab_size, plan.batch.seq_len, plan.seed), env,
+        model = parallelize(build_model(plan.spec, plan.source.vocab_size, plan.batch.seq_len, plan.rng_seed), env,
                             plan.layout)
         o = self.cfg.train.optimizer
         return model, adamw(model, env, plan.schedule.peak_lr, o.betas, o.eps, o.weight_decay)
