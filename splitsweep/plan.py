@@ -171,10 +171,48 @@ def check_top_level(cfg: DictConfig) -> None:
                               "and its groups are chosen as group=option (model=llama_27k)")
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# A section's keys are those of the config file every option of its group starts from: the defaults and the
+# names live once, in conf/, and a key no file declares (`+train.lrr=1`, a typo in a sweep file) is refused.
+SECTION_SCHEMAS = {"train": CONF_DIR / "train" / "cpu.yaml", "split": CONF_DIR / "split" / "default.yaml"}
+
+
+def _declared_keys(node, prefix: str) -> dict:
+    """{dotted key: sub-keys or None for a leaf} of a plain config node."""
+    out = {}
+    for key, value in node.items():
+        out[f"{prefix}.{key}"] = _declared_keys(value, f"{prefix}.{key}") if isinstance(value, dict) else None
+    return out
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Every key of the train and split sections (nested ones included) is one their config files declare."""
+    for section, path in SECTION_SCHEMAS.items():
+        if section not in cfg or not path.exists():
+            continue
+        declared = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        declared.pop("defaults", None)
+        _check_keys(cfg[section], _declared_keys(declared, section), section, path)
+
+
+def _check_keys(node, declared: dict, prefix: str, path: Path) -> None:
+    for key in node.keys():
+        dotted = f"{prefix}.{key}"
+        if dotted not in declared:
+            valid = sorted(k.rsplit(".", 1)[-1] for k in declared)
+            near = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {prefix}.{near[0]}?)" if near else ""
+            raise ConfigError(f"unknown config key {dotted!r}{hint}; {prefix}'s keys are {', '.join(valid)} "
+                              f"(declared in conf/{path.relative_to(CONF_DIR)})")
+        if declared[dotted] is not None and OmegaConf.is_dict(node[key]):
+            _check_keys(node[key], declared[dotted], dotted, path)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Every plain value the job relies on, against its valid range, before any data is read or prepared:
     a ConfigError naming the key, the bad value and the valid range (and the nearest valid value)."""
     check_top_level(cfg)
+    check_known_keys(cfg)
     check_sweep_name(cfg.get("sweep_name"))
     check_integer("seed", cfg.get("seed"), 0)
     _check_train(cfg.train)

@@ -71,3 +71,14 @@ def test_nan_loss_stops_with_failed_status_and_keeps_records(tmp_path):
     status = (bad.run_dir / "status.json").read_text()
     assert '"failed"' in status
     assert read_rows(tmp_path / "sweeps" / "test") == good
+
+
+def test_a_misspelled_train_or_split_key_is_refused_naming_the_valid_ones(tmp_path):
+    ok = [f"split.pretrain_tokens={T}", f"split.special_tokens={T}"]
+    msg = plan_error(tmp_path, *ok, "+train.lrr=1e-3")
+    assert "'train.lrr'" in msg and "did you mean train.lr?" in msg and "warmup_steps" in msg
+    msg = plan_error(tmp_path, *ok, "+train.optimizer.weight_decy=0.1")
+    assert "'train.optimizer.weight_decy'" in msg and "weight_decay" in msg and "betas" in msg
+    msg = plan_error(tmp_path, *ok, "+split.expert_domains=d0")
+    assert "'split.expert_domains'" in msg and "did you mean split.expert_domain?" in msg
+    make_plan(compose_cfg(tmp_path, *ok, "train=gpu", "train.global_batch=1", "train.seq_len=128"))  # declared keys pass
