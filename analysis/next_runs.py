@@ -412,6 +412,11 @@ def propose(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, *, target_n
     # its place would measure rounds of the same study with two rulers (benchmarks/README.md §9).
     if objective == "fraction":
         lo, hi = max(0.0, lo), min(1.0, hi)
+    mc = split.get("pretrain_fraction_ci_mc_error") if objective == "fraction" else None
+    if mc and max(mc) > max(0.01, 0.1 * (hi - lo)):
+        warnings_.append(f"the interval's ends are percentiles of {len(fit.boot_theta)} bootstrap resamples and "
+                         f"move by ±{max(mc):.3f} (Monte Carlo standard error) from one set of resamples to the "
+                         f"next: compare rounds with --n-bootstrap 1000 or more")
     if bootstrapped and hi - lo <= 0 and var0 > 0:
         warnings_.append(f"every bootstrap resample puts the decision at {centre:.4g}: its interval has zero width "
                          f"here, while the linearized one has a standard deviation of "
@@ -428,7 +433,8 @@ def propose(fit: FitResult, table: pd.DataFrame, rows: pd.DataFrame, *, target_n
         "current": {"value": centre, "interval": [float(lo), float(hi)],
                     "searched": "all fractions [0, 1]: the runs proposed are meant to reach beyond the measured ones",
                     "pretrain_fraction": split["pretrain_fraction"],
-                    "pretrain_fraction_ci": split["pretrain_fraction_ci"]},
+                    "pretrain_fraction_ci": split["pretrain_fraction_ci"],
+                    "interval_mc_error": mc},
         "expected_interval": [float(v) for v in expected],
         "width_ratio": ratio,
         "cost_flops": float(sum(p.cost_flops for p in picks)),

@@ -794,6 +794,9 @@ def _recommendation(doc: Doc, analysis: Analysis, split: dict | None, table: pd.
                  "Use the measured split curves below.")
         return
     ci = split["pretrain_fraction_ci"]
+    mc = split.get("pretrain_fraction_ci_mc_error")
+    mc_note = (f"; its ends are percentiles of {split['n_bootstrap']} resamples, each uncertain by "
+               f"±{max(mc):.0%}" if mc and max(mc) >= 0.01 else "")
     pi = split.get("predicted_loss_interval")
     fi = split.get("full_pretrain_loss_interval")
     where = ("" if not split["search"].get("measured_fractions") else
@@ -803,7 +806,7 @@ def _recommendation(doc: Doc, analysis: Analysis, split: dict | None, table: pd.
     doc.para(f"Fitted ({law}): for a model of size N = {split['n_params']:.4g} and a budget of "
              f"{split['budget_tokens']:.4g} {unit}, pretrain for D* = {split['pretrain_tokens']:.4g} tokens "
              f"({split['pretrain_fraction']:.0%} of the budget, {CI_LEVEL:.0%} interval "
-             f"{ci[0]:.0%}–{ci[1]:.0%}{where}) "
+             f"{ci[0]:.0%}–{ci[1]:.0%}{where}{mc_note}) "
              f"and specialize for the rest (D' = {split['special_tokens']:.4g} per expert); expected loss "
              f"{split['predicted_loss']:.4g}"
              + (f" ({PI_LEVEL:.0%} prediction interval {pi[0]:.4g}–{pi[1]:.4g})" if pi else "")

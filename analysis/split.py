@@ -44,6 +44,7 @@ GRID = np.linspace(0.0, 1.0, 1001)  # fixed grid of pretrain fractions, then a b
 FULL_RANGE = (0.0, 1.0)
 PI_LEVEL = 0.8       # level of the prediction intervals of losses
 CI_LEVEL = 0.95      # level of the bootstrap intervals of D*/T and of gains
+MC_REDRAWS = 400     # re-draws for the Monte Carlo error of an interval's ends (percentile_mc_error)
 
 
 @dataclass
@@ -513,6 +514,17 @@ def _search_warnings(frac, f_free, lo, hi, extrapolate, flat, measured_known, ax
     return [], None, False
 
 
+def percentile_mc_error(values, q, n: int = MC_REDRAWS, seed: int = 0) -> list:
+    """Monte Carlo standard error of np.percentile(values, q): the spread of the same percentiles over re-draws
+    of the values with replacement. An interval's endpoints are percentiles of a finite number of bootstrap
+    resamples; when the resampled D* pile up at an edge with a thin tail, 50 of them place the 2.5th percentile
+    anywhere in that tail (benchmarks/README.md §9: the next loop's widths moved by up to 0.26 between 400 and
+    1,000 resamples of the same fits)."""
+    v = np.asarray(values, float)
+    draws = np.random.default_rng(seed).choice(v, size=(n, len(v)), replace=True)
+    return [float(x) for x in np.percentile(draws, q, axis=1).std(axis=1)]
+
+
 def choose_split(fit: FitResult, n_params: float, budget_tokens: float, *, accounting: str = "per-path",
                  mixture_weights: dict, weighting="equal", batch_tokens: int | None = None,
                  rows: pd.DataFrame | None = None, extrapolate: bool = False, level: float = PI_LEVEL,
@@ -553,6 +565,7 @@ def choose_split(fit: FitResult, n_params: float, budget_tokens: float, *, accou
     boot = [optimal_fraction(fit, budget, weights, mixture_weights, th, bounds=search)[0] for th in thetas]
     q = [(1 - CI_LEVEL) / 2 * 100, (1 + CI_LEVEL) / 2 * 100]
     ci = [float(v) for v in np.percentile(boot, q)] if len(boot) >= 2 else [frac, frac]
+    ci_mc = percentile_mc_error(boot, q) if len(boot) >= 2 else None
     d, dp = (float(v) for v in budget.tokens_of(frac))
     gain = (full - loss) / full
     if len(boot) >= 2:
@@ -587,6 +600,7 @@ def choose_split(fit: FitResult, n_params: float, budget_tokens: float, *, accou
         "domain_weights": weights,
         "pretrain_fraction": frac,
         "pretrain_fraction_ci": ci,
+        "pretrain_fraction_ci_mc_error": ci_mc,
         "pretrain_tokens": d,
         "special_tokens": dp,
         "predicted_loss": loss,

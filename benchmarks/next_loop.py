@@ -1,7 +1,10 @@
 """The closed loop of `python -m analysis next` with real training: a deliberately poor grid, then rounds of
 "propose, run the proposed sweep file, refit", printing the interval of D*/C at the target after each round.
 
-    python benchmarks/next_loop.py OUT [--rounds 3] [--max-runs 4] [--n-bootstrap 20]
+    python benchmarks/next_loop.py OUT [--rounds 3] [--max-runs 4] [--n-bootstrap 1000]
+
+1,000 resamples: the interval's ends are percentiles of the resampled D*, and with fewer their Monte Carlo error
+is as large as a round's change (benchmarks/README.md §9).
 
 Every round runs the exact command `next` prints (its sweep file uses hydra/sweeper=points on top of the
 first launch's settings), so the new rows join the same sweep and its seeds are reused from the store.
@@ -37,8 +40,8 @@ def run(cmd, env, log):
     return out.stdout, time.time() - t
 
 
-def loop(root: Path, rounds: int = 3, max_runs: int = 4, n_bootstrap: int = 20, grid=POOR_GRID) -> list:
-    """[{round, interval, width, expected_interval, runs, cost_flops, train_s}] for rounds 0..rounds."""
+def loop(root: Path, rounds: int = 3, max_runs: int = 4, n_bootstrap: int = 1000, grid=POOR_GRID) -> list:
+    """[{round, interval, width, mc_error, expected_interval, runs, cost_flops, train_s}] for rounds 0..rounds."""
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SPLITSWEEP_OUTPUT=str(root / "outputs"))
     sweep = root / "outputs" / "sweeps" / "next_loop"
@@ -58,9 +61,12 @@ def loop(root: Path, rounds: int = 3, max_runs: int = 4, n_bootstrap: int = 20, 
                              env, log)
             nxt = json.loads((out / "next.json").read_text())
             lo, hi = nxt["current"]["interval"]
-            history.append(dict(round=r, interval=[lo, hi], width=hi - lo, expected_interval=nxt["expected_interval"],
+            mc = max(nxt["current"].get("interval_mc_error") or [0.0])
+            history.append(dict(round=r, interval=[lo, hi], width=hi - lo, mc_error=mc,
+                                expected_interval=nxt["expected_interval"],
                                 runs=len(nxt["runs"]), cost_flops=nxt["cost_flops"], train_s=train_s))
-            print(f"round {r}: D*/C interval {lo:.3f}–{hi:.3f} (width {hi - lo:.3f}); next {len(nxt['runs'])} runs, "
+            print(f"round {r}: D*/C interval {lo:.3f}–{hi:.3f} (width {hi - lo:.3f}, ends ±{mc:.3f} Monte Carlo); "
+                  f"next {len(nxt['runs'])} runs, "
                   f"{nxt['cost_flops']:.3g} FLOPs, expected {nxt['expected_interval'][0]:.3f}–"
                   f"{nxt['expected_interval'][1]:.3f}; training {train_s:.0f} s", flush=True)
             if r == rounds:
@@ -86,7 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--max-runs", type=int, default=4)
-    p.add_argument("--n-bootstrap", type=int, default=20)
+    p.add_argument("--n-bootstrap", type=int, default=1000)
     a = p.parse_args(argv)
     t0 = time.time()
     history = loop(a.out, a.rounds, a.max_runs, a.n_bootstrap)

@@ -273,3 +273,19 @@ def test_prediction_interval_from_the_data_the_fit_carries(noisy):
     own = fit_residuals(fit, rows)
     assert np.allclose(prediction_interval(fit, x, 0.8), prediction_interval(fit, x, 0.8, residuals=own))
     assert coverage(fit, rows, 0.8) == coverage(fit, rows, 0.8, residuals=own)
+
+
+def test_the_monte_carlo_error_of_an_interval_end_is_large_for_a_thin_tail_and_shrinks_with_resamples():
+    from analysis.split import percentile_mc_error
+
+    rng = np.random.default_rng(0)
+    q = [2.5, 97.5]
+
+    def edge_with_tail(n):  # D* at pretraining only in 90% of the resamples, spread below in the rest
+        return np.where(rng.random(n) < 0.9, 1.0, rng.uniform(0.2, 0.9, n))
+
+    few, many = percentile_mc_error(edge_with_tail(50), q), percentile_mc_error(edge_with_tail(2000), q)
+    assert few[1] == 0.0 and many[1] == 0.0  # the upper end sits on the atom at 1.0
+    assert few[0] > 0.05 and many[0] < few[0] / 3
+    dense = percentile_mc_error(rng.normal(0.5, 0.01, 2000), q)
+    assert max(dense) < 0.002
