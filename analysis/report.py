@@ -795,7 +795,7 @@ def _recommendation(doc: Doc, analysis: Analysis, split: dict | None, table: pd.
         return
     ci = split["pretrain_fraction_ci"]
     mc = split.get("pretrain_fraction_ci_mc_error")
-    mc_note = (f"; its ends are percentiles of {split['n_bootstrap']} resamples, each uncertain by "
+    mc_note = (f"; its ends are percentiles of {split['n_bootstrap']} resamples, uncertain by up to "
                f"±{max(mc):.0%}" if mc and max(mc) >= 0.01 else "")
     pi = split.get("predicted_loss_interval")
     fi = split.get("full_pretrain_loss_interval")
