@@ -185,7 +185,7 @@ def _run(args) -> int:
         check_request(rows, args.target_n_params, args.target_budget_tokens, args.compute_budget, args.max_runs,
                       args.objective)
         result = _analyze_for_split(analyze, rows, args, per_domain)
-        out = write_next(result.split_fit, table, rows, args)
+        out = write_next(result.split_fit, table, result.rows_for(), args)
         for w in out.get("warnings", []):
             print(f"warning: {_one_line(w)}", file=sys.stderr)
         print(out["command"])
@@ -203,6 +203,7 @@ def _run(args) -> int:
             check_budget(args.budget_tokens, batch, accounting, k)
         result = analyze(rows, args.law, per_domain=per_domain, n_bootstrap=args.n_bootstrap, seed=args.seed,
                          validate=args.law == "auto", progress=not args.quiet)
+        rows = result.rows_for()  # the split law's rows (law_domain: without the rows outside its domain)
         mix = domain_weights(rows)
         if args.compute_flops is not None:
             n_lo, n_hi = rows["n_params"].min(), rows["n_params"].max()

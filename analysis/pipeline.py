@@ -14,13 +14,15 @@ from .diagnostics import short
 from .heap import keep_freed_memory
 from .fit import FitResult, Layout, Problem, bootstrap, distinct_points, fit_law, log_progress, resolve_per_domain
 from .inputs import LawInputs
+from .law_domain import LeftOut, left_out, rows_for, scratch_experts
 from .laws import LAWS, get_law, specialize
 from .validate import heldout, heldout_score, pick_law, shared_screening
 
 
 @dataclass
 class Analysis:
-    rows: pd.DataFrame                                # the fitted rows (after selection)
+    rows: pd.DataFrame                                # the selected rows (each law fits rows_for(name))
+    left_out: LeftOut | None = None                   # rows outside some candidate law's domain (law_domain)
     fits: dict = field(default_factory=dict)          # law name -> FitResult
     failures: dict = field(default_factory=dict)      # law name -> why it could not be fitted
     checks: dict = field(default_factory=dict)        # law name -> held-out checks
@@ -35,6 +37,10 @@ class Analysis:
     @property
     def split_fit(self) -> FitResult:
         return self.fits[self.split_law] if self.split_law is not None else self.fit
+
+    def rows_for(self, name: str | None = None) -> pd.DataFrame:
+        """The rows law `name` (default: the split law) was fitted on (law_domain.rows_for)."""
+        return rows_for(self.rows, LAWS[name or self.split_law or self.chosen])
 
     @property
     def fit(self) -> FitResult:
@@ -51,6 +57,8 @@ class Analysis:
         out["heldout_score"] = self.scores.get(name)
         if name == self.chosen:
             out["chosen_because"] = self.why
+        if self.left_out is not None:
+            out["left_out"] = self.left_out.as_dict()
         return out
 
 
@@ -64,6 +72,9 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
     With law="auto" the pick prefers a law identified by the grid (diagnostics.diagnose): an unidentified
     law is chosen only when no identified law was validated, and the reason says so. The bootstrap of the
     chosen law can reveal that it is not identified (a wide interval); the pick is then redone.
+    A law is fitted on the rows it describes (law_domain.rows_for: without the experts trained from scratch
+    for a law that is a power of the mixture tokens) and every law's held-out errors leave out the rows some
+    candidate cannot describe (result.left_out says which), so the laws are compared on the same rows.
     workers: processes that fit the laws side by side (None: one per available core, for tables of at least
     PARALLEL_MIN_ROWS rows); the result is the same as with one.
     """
@@ -73,9 +84,14 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
     names = laws or (list(LAWS) if (law == "auto" or validate) else [law])
     if law != "auto" and law not in names:
         names = [law] + names
+    outside = left_out(rows, [LAWS[n] for n in names])
+    if outside is not None:
+        log_progress(outside.sentence(), progress)
     _require_enough_points(rows, names, per_domain)
-    result = Analysis(rows=rows)
-    for name, (fit, checks, error) in zip(names, _fit_laws(rows, names, per_domain, validate, progress, workers)):
+    result = Analysis(rows=rows, left_out=outside)
+    unscored = scratch_experts if outside is not None else None
+    for name, (fit, checks, error) in zip(names, _fit_laws(rows, names, per_domain, validate, progress, workers,
+                                                           unscored)):
         if error is not None:
             result.failures[name] = error
             log_progress(f"{name}: not fitted: {error}", progress)
@@ -93,10 +109,10 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
             break
         before = {n: result.fits[n].diagnostics["identified"] for n in todo}
         for name in todo:
-            fit = result.fits[name]
+            fit, law_rows = result.fits[name], result.rows_for(name)
             problem = fit.problem if fit.problem is not None else Problem(
-                fit.layout, LawInputs.from_table(rows, fit.domains), rows["eval_loss"].to_numpy(float))
-            fit.boot_theta = bootstrap(fit, problem, rows, n_bootstrap, seed=seed, progress=progress)
+                fit.layout, LawInputs.from_table(law_rows, fit.domains), law_rows["eval_loss"].to_numpy(float))
+            fit.boot_theta = bootstrap(fit, problem, law_rows, n_bootstrap, seed=seed, progress=progress)
             booted.add(name)
         changed = [n for n in todo if result.fits[n].diagnostics["identified"] != before[n]]
         if law != "auto" or not changed:
@@ -113,9 +129,11 @@ def analyze(rows: pd.DataFrame, law: str = "auto", *, laws: list | None = None, 
 PARALLEL_MIN_ROWS = 50
 
 
-def _fit_one(rows: pd.DataFrame, name: str, per_domain, validate: bool, progress: bool):
-    """(FitResult, (held-out checks, held-out rows) or None, None) for one law, or (None, None, why not)."""
+def _fit_one(rows: pd.DataFrame, name: str, per_domain, validate: bool, progress: bool, unscored=None):
+    """(FitResult, (held-out checks, held-out rows) or None, None) for one law, or (None, None, why not).
+    Fitted on the rows the law describes (law_domain.rows_for); `unscored` as validate.heldout's."""
     try:
+        rows = rows_for(rows, LAWS[name])
         # Resolved once on all rows: the held-out refits use the same layout as the full fit.
         layout_per_domain, _ = resolve_per_domain(rows, LAWS[name], per_domain)
         # The full fit and its held-out refits converge the same screened starts (validate.shared_screening).
@@ -123,23 +141,24 @@ def _fit_one(rows: pd.DataFrame, name: str, per_domain, validate: bool, progress
         fit = fit_law(rows, LAWS[name], per_domain=per_domain, screened=screened, progress=progress)
     except AnalysisError as e:
         return None, None, str(e)
-    return fit, (heldout(rows, LAWS[name], layout_per_domain, progress, screened) if validate else None), None
+    return fit, (heldout(rows, LAWS[name], layout_per_domain, progress, screened, unscored)
+                 if validate else None), None
 
 
-def _fit_laws(rows, names, per_domain, validate, progress, workers) -> list:
+def _fit_laws(rows, names, per_domain, validate, progress, workers, unscored=None) -> list:
     """_fit_one for each law of `names`, in that order: in `workers` processes when there is enough work."""
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if len(rows) >= PARALLEL_MIN_ROWS else 1
     workers = max(1, min(int(workers), len(names)))
     if workers == 1:
-        return [_fit_one(rows, name, per_domain, validate, progress) for name in names]
+        return [_fit_one(rows, name, per_domain, validate, progress, unscored) for name in names]
     # fork: spawn would re-run the caller's main module in each worker, which a script without an
     # `if __name__ == "__main__"` guard does not survive. The workers use numpy and scipy only (no torch, no
     # OpenMP), whose thread pools are fork-safe.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
                              initializer=_worker_setup) as pool:
-        futures = [pool.submit(_fit_one, rows, name, per_domain, validate, progress) for name in names]
+        futures = [pool.submit(_fit_one, rows, name, per_domain, validate, progress, unscored) for name in names]
         return [f.result() for f in futures]
 
 

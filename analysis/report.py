@@ -46,6 +46,7 @@ from .fit import log_progress
 from .inputs import LawInputs
 from .intervals import N_BOOTSTRAP
 from .io import DEFAULT_SELECTION, SELECTIONS, batch_tokens_of, budget_of, domain_weights, load_results, select_rows
+from .law_domain import needs_mixture_tokens
 from .laws import LAWS
 from .pipeline import Analysis, analyze
 from .roles import BASELINE, MIXTURE, OWN, role
@@ -274,6 +275,8 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
     check_budget(t_q, batch, acct, k if acct == "shared-seed" else n_domains)
 
     analysis = analyze(rows, law, per_domain=per_domain, n_bootstrap=n_bootstrap, seed=seed, progress=progress)
+    if analysis.chosen is not None:
+        rows = analysis.rows_for()  # the split law's rows (law_domain: without the rows outside its domain)
     doc = Doc("Splitting report")
     files = {}
     split = None
@@ -295,7 +298,7 @@ def build_report(results, out_dir, budget_tokens: float | None = None, law: str 
 
     _trust(doc, trust)
     _recommendation(doc, analysis, split, table, sweep)
-    _data(doc, table, rows, selection, sweep)
+    _data(doc, table, rows, selection, sweep, analysis.left_out)
     _measured(doc, table, sweep)
     _laws(doc, analysis)
     if analysis.chosen is not None:
@@ -704,6 +707,8 @@ def assess(analysis: Analysis, split: dict | None, rows: pd.DataFrame, sweep: di
                         f"is computed with K = {split['k_experts']} (one expert per fitted domain)")
     if sweep["measured"] and sweep["accounting"] != sweep["measured"]:
         cautions.append(f"answered in {sweep['accounting']} accounting, but the sweep measured {sweep['measured']}")
+    if getattr(analysis, "left_out", None) is not None:
+        cautions.append(analysis.left_out.sentence())
     for w in split.get("warnings", []):
         if w not in cautions:
             cautions.append(w)
@@ -770,7 +775,9 @@ def _recommendation(doc: Doc, analysis: Analysis, split: dict | None, table: pd.
     m = split.get("measured") or {}
     own = _own_measured(table, sweep, split)
     seen = len([c for c in m.get("curve", []) if c.get("expert_loss") is not None])
-    if own is not None and len(own["fractions"]) > seen:
+    # Fraction 0 is not in the fitted rows when its experts trained from scratch were left out (law_domain).
+    searchable = [f for f in (own or {}).get("fractions", []) if f > 0 or not needs_mixture_tokens(LAWS[law])]
+    if own is not None and len(searchable) > seen:
         # The split search's measured comparison missed runs of this budget (a shared-seed sweep: its runs of
         # one C differ in D + D'): the measured numbers from the runs grouped by the budget, no comparison.
         doc.para(_own_measured_paragraph(own, axis))
@@ -892,12 +899,13 @@ def _agreement_paragraph(m: dict, law: str) -> str:
         "Measured against fitted: the law could not be compared with the measured best point."
 
 
-def _data(doc: Doc, table: pd.DataFrame, rows: pd.DataFrame, selection: str, sweep: dict):
+def _data(doc: Doc, table: pd.DataFrame, rows: pd.DataFrame, selection: str, sweep: dict, left_out=None):
     doc.section("Data")
     doc.para(f"Source: {table.attrs.get('source')}. {len(table)} rows with status ok "
              f"({table.attrs.get('dropped_status', 0)} dropped for status), {table['run_id'].nunique()} trained "
              f"models. The laws are fitted on {len(rows)} rows, selection '{selection}': {SELECTIONS[selection]}. "
-             f"Accounting: {sweep['source']}."
+             + (f"Left out: {left_out.sentence()}. " if left_out is not None else "")
+             + f"Accounting: {sweep['source']}."
              + (" Standard errors of the losses (eval_loss_se) are drawn as error bars."
                 if plots.has_se(table) else " The rows carry no standard error of the loss (eval_loss_se): "
                                              "measured points have no error bars."))

@@ -33,8 +33,10 @@ def _rel_errors(fit: FitResult, test: pd.DataFrame) -> np.ndarray:
     return np.abs(pred - test["eval_loss"].to_numpy()) / test["eval_loss"].to_numpy()
 
 
-def _one_split(df, train_mask, law, per_domain, domains, label, held, screened=None):
+def _one_split(df, train_mask, law, per_domain, domains, label, held, screened=None, unscored=None):
     train, test = df[train_mask], df[~train_mask]
+    if unscored is not None:
+        test = test[~unscored(test)]  # rows some candidate law cannot describe (law_domain): not compared
     out = {"held_out": held, "n_train": int(len(train)), "n_test": int(len(test))}
     try:
         train = train.reset_index(drop=True)
@@ -43,33 +45,40 @@ def _one_split(df, train_mask, law, per_domain, domains, label, held, screened=N
     except AnalysisError as e:
         out["error"] = str(e)
         return out, None
+    if len(test) == 0:
+        out["error"] = "every held-out row is outside another candidate law's domain"
+        return out, None
     err = _rel_errors(fit, test)
     out.update(mean_rel_error=float(err.mean()), max_rel_error=float(err.max()))
     return out, (test.assign(predicted_loss=fit.predict(LawInputs.from_table(test, fit.domains)), check=label))
 
 
 def heldout(df: pd.DataFrame, law: Law, per_domain: bool | None = None, progress: bool = False,
-            screened: Screened | None = None):
+            screened: Screened | None = None, unscored=None):
     """{check: {...errors...}} and a table of the held-out rows with their predictions.
 
     per_domain None: the layout of the full-data fit (fit.resolve_per_domain on all of df), so every
     held-out refit has the same free parameters as the fit it checks.
     screened: the extrapolation refits start from these (shared_screening: screened on rows none of them
-    holds out); the k-fold refits always screen their own grid."""
+    holds out); the k-fold refits always screen their own grid.
+    unscored: a function of a table of held-out rows -> mask of the rows left out of the errors (law_domain:
+    the rows another candidate law cannot describe, so every law is scored on the same rows); they still
+    train the refits that hold them in."""
     domains = sorted(df["eval_domain"].unique())
     per_domain, _ = resolve_per_domain(df, law, per_domain, domains)
     results, tables = {}, []
     log_progress(f"{law.name}: held-out checks", progress)
     checks, folds = applicable_splits(df, results)
     for check, train_mask, held in checks:
-        res, tab = _one_split(df, train_mask, law, per_domain, domains, check, held, screened)
+        res, tab = _one_split(df, train_mask, law, per_domain, domains, check, held, screened, unscored)
         results[check] = res
         tables.append(tab)
     if folds is not None:
         runs = df["run_id"].unique()
         errs, n_test, problems = [], 0, []
         for k, train_mask in enumerate(folds):
-            res, tab = _one_split(df, train_mask, law, per_domain, domains, "runs_kfold", f"fold {k}")
+            res, tab = _one_split(df, train_mask, law, per_domain, domains, "runs_kfold", f"fold {k}",
+                                  unscored=unscored)
             if tab is None:
                 problems.append(res.get("error", "?"))
                 continue

@@ -214,7 +214,8 @@ def test_auto_end_to_end_chooses_again_when_the_bootstrap_shows_the_best_law_is_
     auto then takes an identified law and says why."""
     scores = {"two_source": 0.010, "transfer": 0.0105, "chinchilla": 0.020, "additive": 0.030, "interaction": 0.031,
               "log_bilinear": 0.032}
-    monkeypatch.setattr(pipeline, "heldout", lambda rows, law, per_domain=None, progress=False, screened=None: (
+    monkeypatch.setattr(pipeline, "heldout", lambda rows, law, per_domain=None, progress=False, screened=None,
+                        unscored=None: (
         {"largest_N": {"mean_rel_error": scores[law.name]}}, pd.DataFrame()))
     df = sweep("chinchilla", TRUE_PARAMS["chinchilla"], noise=0.002, seed=1, tokens_per_param=(10, 40),
                fractions=(0, 0.25, 0.5, 0.75, 1))

@@ -16,6 +16,7 @@ from analysis.cli import main
 from analysis.errors import AnalysisError
 from analysis.inputs import LawInputs
 from analysis.io import MIXTURE, load_results, select_rows
+from analysis.law_domain import needs_mixture_tokens
 from analysis.laws import LAWS
 from analysis.report import (SECTIONS, TRUST, _coverage, accounting_budget, build_report, measured_best_table,
                              sweep_accounting)
@@ -299,10 +300,13 @@ def test_default_sweep_report_measures_at_equal_compute(tmp_path):
     md = build_report(readme_table(), out, n_bootstrap=2, progress=False, coverage_bootstrap=0).read_text()
     split = json.loads((out / "split.json").read_text())
     assert split["accounting"] == "shared-seed" and split["budget_tokens"] == 1_024_000
-    # grouped by C (not by D + D', which changes with the fraction): every measured fraction is searched,
-    # and the baseline is the one at the same (N, C, D)
-    assert split["search"]["measured_at"]["fractions"] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    assert split["search"]["range"] == [0.0, 1.0]
+    # grouped by C (not by D + D', which changes with the fraction): every measured fraction the split law
+    # describes is searched (not 0 for a power of the mixture tokens: analysis/law_domain.py), and the baseline
+    # is the one at the same (N, C, D)
+    lowest = 0.2 if needs_mixture_tokens(LAWS[split["law"]]) else 0.0
+    assert split["search"]["measured_at"]["fractions"] == pytest.approx(
+        [f for f in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if f >= lowest])
+    assert split["search"]["range"] == [lowest, 1.0]
     m = split["measured"]
     assert m["best_fraction"] == pytest.approx(0.8)
     assert m["gain_vs_pretrain_only"] == pytest.approx((0.4055 - 0.2925) / 0.4055)
