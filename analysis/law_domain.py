@@ -6,7 +6,8 @@ split fraction 0) has G = 0: the inputs floor its count at one token, so such a 
 G = 1 token, 13 decades below any measured G, and one such row can swing a fit or a held-out score by orders of
 magnitude (the phonebook's 5-fold check read > 1,000% from these rows alone).
 So such a law is fitted without those rows (rows_for), the laws that describe them keep them, and the held-out
-errors of every law leave them out (scored): laws are compared on the rows all of them describe. The measured
+errors of every law leave them out (validate.heldout's `unscored`, with scratch_experts): laws are compared on
+the rows all of them describe. The measured
 curve still shows them (it is drawn from the whole table), the report says what was left out and why, and a
 law fitted without them searches the split over the fractions that remain.
 """
