@@ -33,15 +33,18 @@ def _full_error() -> bool:
 
 
 def task(cfg: DictConfig):
-    from .job import run_job  # torch and torchtitan: imported by a job, not by --help
-    from .plan import check_config
+    from .distributed import allocated_threads  # torch and torchtitan: imported by a job, not by --help
+    from .plan import check_config, make_plan
     from .train import Preempted, TrainingDiverged
 
     try:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN:  # a grid's launcher checked it
             check_config(cfg)  # first: a bad value is never recorded as what the sweep is
             check_sweep(cfg.paths.sweep_dir, str(cfg.sweep_name), cfg)
-        rows = run_job(cfg)
+        import torch
+
+        torch.set_num_threads(allocated_threads(cfg.train.threads))
+        rows = make_plan(cfg).expert.run(cfg)  # the grid point's run: its seed, training, evaluation, rows
     except ConfigError as err:
         # A configuration mistake: say what is wrong, without a traceback, before any compute.
         print(f"splitsweep: error: {err}", file=sys.stderr, flush=True)

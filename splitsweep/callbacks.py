@@ -1,11 +1,14 @@
 """Hydra callback: when a multirun ends, say where the records are and build the splitting report."""
 from __future__ import annotations
 
+import importlib.util
+
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .layout import SweepLayout
 from .records import read_rows
+from .steps import ReportStep
 
 
 class SweepReport(Callback):
@@ -22,17 +25,14 @@ class SweepReport(Callback):
             return
         if not OmegaConf.select(config, "hydra.launcher.wait", default=True):  # submitted and not waited for: a report job builds it
             return
-        try:
-            from analysis.report import build_report
-        except ImportError as err:  # the analysis package is optional for training
-            print(f"splitsweep: report skipped ({err})", flush=True)
+        if importlib.util.find_spec("analysis") is None:  # the analysis package is optional for training
+            print("splitsweep: report skipped (the analysis package is not installed)", flush=True)
             return
-        from analysis.errors import AnalysisError
-
-        try:
-            out = build_report(results, sweep.report, budget_tokens=config.report.budget_tokens,
-                               n_bootstrap=int(config.report.n_bootstrap))
-        except AnalysisError as err:  # too few runs for a law, a table analysis refuses: say so, keep the rows
-            print(f"splitsweep: no report: {err}", flush=True)
+        step = ReportStep.of(sweep.root, config.report.budget_tokens, config.report.n_bootstrap)
+        if step.done(sweep.root):
+            print(f"splitsweep: report in {sweep.report_file} (built before from these records; up to date)",
+                  flush=True)
             return
-        print(f"splitsweep: report in {out}", flush=True)
+        out = step.run(sweep.root)
+        # too few runs for a law, a table analysis refuses: said, and the rows are kept
+        print(f"splitsweep: {out}" if out.startswith("no report") else f"splitsweep: report in {out}", flush=True)

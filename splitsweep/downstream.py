@@ -339,9 +339,13 @@ class DownstreamEval:
                 for choice in task.doc_to_choice(doc):
                     self.tokenizer.check(task.config.target_delimiter + str(choice), "a choice")
 
+    def step(self, run_id: str) -> DownstreamStep:
+        """This evaluation of one run, as a step (see `evaluation_step`)."""
+        return evaluation_step(self.ecfg, run_id, self.tasks)
+
     def eval_id(self, run_id: str) -> str:
         """What decides this evaluation's numbers, for one run (see `evaluation_id`)."""
-        return evaluation_id(self.ecfg, run_id, self.tasks)
+        return self.step(run_id).identity
 
     def run(self, model, env, base: dict) -> list[dict]:
         """Evaluate `model` on every task; one row per (task, metric), `base` fields included."""

@@ -12,23 +12,25 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint as ckpt
 from .data import MIXTURE
-from .distributed import DistEnv, allocated_threads
+from .distributed import DistEnv
 from .downstream import DownstreamEval, append_downstream, is_evaluated
 from .layout import SweepLayout
 from .plan import ConfigError, git_sha
 from .records import ResultRow, append_rows, is_recorded, recorded_rows
 from .seed_store import PROGRESS, SeedBuilder, clear_debris
+from .steps import DownstreamStep, ExpertStep, check_planned
 from .store import FileLock, LeaseLost, write_json_atomic
 from .train import Preempted, Trainer, TrainingDiverged, TrainingPath
 from .worker import Worker
 
 
 class Job:
+    """The work of an ExpertStep (and of its DownstreamStep) in one process group."""
+
     def __init__(self, cfg: DictConfig, env: DistEnv | None = None):
         self.worker = Worker(cfg, env)  # the plan, checked before any compute; ranks; stop flag
         self.cfg, self.plan, self.env, self.sweep_dir = cfg, self.worker.plan, self.worker.env, self.worker.sweep_dir
@@ -186,20 +188,30 @@ class Job:
         with self.plan.layout.autocast(self.env):  # scored as the rows were
             return self.downstream.run(model, self.env, {k: rows[0][k] for k in keys})
 
-    def _downstream_from_final(self, rows: list[dict]) -> None:
+    def _downstream_from_final(self, rows: list[dict]) -> list[dict]:
         """A recorded grid point without this evaluation's rows (eval turned on or changed later): evaluate
-        runs/<id>/final."""
+        runs/<id>/final; returns the rows recorded."""
         final = self.run_dir / "final"
         if not ckpt.is_complete(final):
             if self.env.is_main:
                 print(f"[{self.plan.run_id}] no final checkpoint in {final}; skipping downstream eval", flush=True)
-            return
+            return []
         model, _ = self.worker.build()
         ckpt.load(final, model, None)
         downstream = self._run_downstream(model, rows)
         if self.env.is_main:
             append_downstream(self.sweep_dir, downstream)
         self.env.barrier()
+        return downstream
+
+    def run_downstream(self) -> list[dict]:
+        """The downstream evaluation of this recorded run, unless it is recorded already; returns its new rows."""
+        if not self._recorded():
+            raise ConfigError(f"run {self.plan.run_id} is not recorded in {self.sweep_dir}: train it first "
+                              f"(its downstream evaluation reads its final model)")
+        if is_evaluated(self.sweep_dir, self.downstream.eval_id(self.plan.run_id)):
+            return []
+        return self._downstream_from_final(recorded_rows(self.sweep_dir, self.plan.run_id))
 
     def _mark(self, status: str, message: str) -> None:
         if self.env.is_main:
@@ -208,10 +220,10 @@ class Job:
 
     def evaluate(self, trainer: Trainer, wall_s: float) -> list[dict]:
         plan, source = self.plan, self.plan.source
-        batch_rows = int(self.cfg.train.eval_batch)
+        batch_rows = plan.train.eval_batch
         rows = []
         domains = list(source.domains)
-        if str(self.cfg.train.get("eval_scope", "all")) == "own" and plan.expert_domain != MIXTURE:
+        if plan.train.eval_scope == "own" and plan.expert_domain != MIXTURE:
             domains = [plan.expert_domain]
         measured = {d: trainer.evaluate_with_se(source.heldout(source.domain_index(d)), batch_rows,
                                                 source.heldout_documents(source.domain_index(d))) for d in domains}
@@ -247,6 +259,15 @@ class Job:
         return rows
 
 
-def run_job(cfg: DictConfig) -> list[dict]:
-    torch.set_num_threads(allocated_threads(cfg.train.get("threads")))
-    return Job(cfg).run()
+def run_expert(step: ExpertStep, cfg: DictConfig, env: DistEnv | None = None) -> list[dict]:
+    """ExpertStep.run: `step`, from the config of its grid point."""
+    job = Job(cfg, env)
+    check_planned(step, job.plan.expert)
+    return job.run()
+
+
+def run_downstream(step: DownstreamStep, cfg: DictConfig, env: DistEnv | None = None) -> list[dict]:
+    """DownstreamStep.run: `step`, from the config of its run's grid point (with its eval settings)."""
+    job = Job(cfg, env)
+    check_planned(step, job.downstream.step(job.plan.run_id) if job.downstream is not None else None)
+    return job.run_downstream()

@@ -4,8 +4,14 @@ A store (`paths.store`) is shared by every sweep that names it:
   seeds/<trajectory_id>/                   one seed trajectory: its lock, trajectory.json, segments.jsonl, progress/
   seeds/<trajectory_id>/tokens_<D:015d>/   its checkpoint at D tokens
   eval_tasks/<name>/                       lm-eval task directories generated for a data set (downstream.py)
-  data/                                    prepared data: `data.cache_dir` (set in conf/data/hf.yaml, laid out by
-                                           splitsweep/data/prepare.py), not decided here
+  data/                                    prepared data, by default: `data.cache_dir` (conf/data/hf.yaml), below
+The data cache (`data.cache_dir`, DataLayout) of real-text data sets (data/prepare.py, data/prepare_array.py):
+  tokenizers/<hash>/, clusters/<hash>/     a trained BPE, a fitted clustering (named by their recipes)
+  hf_datasets/                             `datasets`' own Arrow cache of what was read
+  <key>/                                   a prepared data set (steps.PreparedData): manifest.json, tokenizer.json,
+                                           <domain>/{train,heldout}.bin
+  <key>/packed-L<seq_len>/                 its sequences of one length: manifest.json, <domain>/{train,heldout}.npy
+  .array-<key>/parts/, .prepare-logs/      a job array's parts until assembled, and every preparation job's logs
 A sweep (`paths.sweep_dir`) holds one experiment:
   sweep.json                               the settings its grid points share (sweep_identity.py)
   results.jsonl, downstream.jsonl          the records (records.py, downstream.py)
@@ -30,6 +36,8 @@ LAUNCHES_FILE = "launches.jsonl"
 SWEEP_FILE = "sweep.json"
 REPORT_DIR = "report"
 NO_REPORT = "no_report.txt"  # in report/: why a report job wrote no report
+REPORT_STEP = "step.json"  # in report/: the identity of the report there (steps.ReportStep)
+MANIFEST = "manifest.json"  # a prepared data set's, and its packed sequences' (written last: there when whole)
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,44 @@ class StoreLayout(_Rooted):
         return self.root / "eval_tasks" / name
 
 
+@dataclass(frozen=True)
+class DataLayout(_Rooted):
+    """The paths of a data cache: `DataLayout(cfg.data.cache_dir).prepared(key)`."""
+
+    def tokenizers(self) -> Path:
+        return self.root / "tokenizers"
+
+    def clusters(self) -> Path:
+        return self.root / "clusters"
+
+    def hf_datasets(self) -> Path:
+        return self.root / "hf_datasets"
+
+    def prepared(self, key: str) -> Path:
+        """A prepared data set, named by its identity (steps.PreparedData)."""
+        return self.root / key
+
+    def prepared_lock(self, key: str) -> Path:
+        return self.root / f".{key}.lock"
+
+    @staticmethod
+    def packed(prepared: Path, seq_len: int) -> Path:
+        """A prepared data set's sequences of seq_len + 1 tokens, inside it."""
+        return Path(prepared) / f"packed-L{seq_len}"
+
+    @staticmethod
+    def packed_lock(prepared: Path, seq_len: int) -> Path:
+        return Path(prepared) / f".packed-L{seq_len}.lock"
+
+    def array_work(self, key: str) -> Path:
+        """Where one prepared key's job array keeps its parts until they are assembled."""
+        return self.root / f".array-{key}"
+
+    def prepare_logs(self) -> Path:
+        """The submitit folder of every preparation job (<job id>/ with its logs and pickles)."""
+        return self.root / ".prepare-logs"
+
+
 class _Under:
     """A path under the layout's root, read as an attribute: `results = _Under(RESULTS_FILE)`."""
 
@@ -82,6 +128,7 @@ class SweepLayout(_Rooted):
     report = _Under(REPORT_DIR)
     report_file = _Under(REPORT_DIR, "report.md")  # written last by analysis.report: there only for a whole report
     no_report = _Under(REPORT_DIR, NO_REPORT)  # why a report job wrote no report (too few runs for a law...)
+    report_step = _Under(REPORT_DIR, REPORT_STEP)  # which report is there: its inputs' identity
     wandb = _Under("wandb")  # W&B's: wandb.init(dir=<sweep dir>) adds `wandb/`
 
     def run(self, run_id: str) -> Path:

@@ -32,11 +32,6 @@ class TrainLayout:
     """none | full (recompute each block in backward) | selective (torchtitan's per-op policy: keep matmul
     and attention outputs, recompute the rest)."""
 
-    @classmethod
-    def from_config(cls, train) -> "TrainLayout":
-        return cls(precision=str(train.get("precision", "fp32")), compile=bool(train.get("compile", False)),
-                   activation_checkpointing=str(train.get("activation_checkpointing", "none")))
-
     def autocast(self, env: DistEnv):
         """The context of a forward pass: autocast to bf16 in one process (FSDP2 casts by itself)."""
         if self.precision == "fp32" or env.distributed:

@@ -23,6 +23,7 @@ from .schedule import SCHEDULES, Schedule
 from .identity import config_hash
 from .steps import ExpertStep, Trajectory, TrajectorySchedule
 from .train import BatchSpec
+from .train_args import TrainArgs
 
 # Bump when a change to training semantics makes stored seeds and runs invalid.
 STORE_VERSION = 1
@@ -114,15 +115,15 @@ def _check_choice(name: str, value, valid: tuple[str, ...]) -> None:
 def _check_train(t) -> None:
     for key in ("global_batch", "seq_len"):
         check_integer(f"train.{key}", t[key], 1)
-    if t.get("micro_batch") is not None:
+    if t.micro_batch is not None:
         check_integer("train.micro_batch", t.micro_batch, 1)
     _check_choice("train.schedule", t.schedule, SCHEDULES)
     check_positive("train.lr", t.lr, 3.0e-3)
     check_integer("train.warmup_steps", t.warmup_steps, 0)
     check_unit_interval("train.min_lr_factor", t.min_lr_factor)
-    check_unit_interval("train.decay_fraction", t.get("decay_fraction", 1.0))
-    check_unit_interval("train.pretrain_only_cooldown", t.get("pretrain_only_cooldown", 0.0))
-    _check_choice("train.eval_scope", t.get("eval_scope", "all"), EVAL_SCOPES)
+    check_unit_interval("train.decay_fraction", t.decay_fraction)
+    check_unit_interval("train.pretrain_only_cooldown", t.pretrain_only_cooldown)
+    _check_choice("train.eval_scope", t.eval_scope, EVAL_SCOPES)
     check_positive("train.grad_clip", t.grad_clip, 1.0)
     o = t.optimizer
     betas = list(o.betas) if OmegaConf.is_list(o.betas) else o.betas
@@ -136,15 +137,13 @@ def _check_train(t) -> None:
     check_integer("train.eval_batch", t.eval_batch, 1)
     check_positive("train.progress_every_s", t.progress_every_s, 10)
     check_positive("train.lock_stale_s", t.lock_stale_s, 120)
-    _check_choice("train.device", t.get("device", "auto"), DEVICES)
-    if t.get("threads") is not None:
+    _check_choice("train.device", t.device, DEVICES)
+    if t.threads is not None:
         check_integer("train.threads", t.threads, 1)
-    _check_choice("train.precision", t.get("precision", "fp32"), PRECISIONS)
-    _check_choice("train.activation_checkpointing", t.get("activation_checkpointing", "none"),
-                  ACTIVATION_CHECKPOINTING)
-    if not isinstance(t.get("compile", False), bool):
-        raise ConfigError(f"train.compile={t.compile!r} must be true or false")
-    check_integer("train.sync_every_steps", t.get("sync_every_steps", 10), 1)
+    _check_choice("train.precision", t.precision, PRECISIONS)
+    _check_choice("train.activation_checkpointing", t.activation_checkpointing, ACTIVATION_CHECKPOINTING)
+    check_integer("train.sync_every_steps", t.sync_every_steps, 1)
+    TrainArgs.of(t)  # every other value's type (train_args.py): a switch is true or false, a count whole...
 
 
 def _check_data(d) -> None:
@@ -241,6 +240,7 @@ class Plan:
     recorded_steps: tuple[int, int] | None = None  # (D, D') of the grid point, in steps (None: the path's)
     cooldown_steps: int = 0  # a pretraining-only run's decay on the mixture, branched this many steps before D
     expert: ExpertStep | None = None  # the grid point's run as a step (its trajectory and seed follow from it)
+    train: TrainArgs | None = None  # the train section's typed values
 
     # seed_steps / expert_steps are the path trained: where it leaves the seed trajectory, and what follows.
     # pretrain_tokens / special_tokens are what the grid point is and its rows record (D, D'); they differ
@@ -261,7 +261,7 @@ class Plan:
     @property
     def layout(self) -> TrainLayout:
         """Precision, compile and activation checkpointing of this job's training (train.*)."""
-        return TrainLayout.from_config(self.cfg.train)
+        return TrainLayout(self.train.precision, self.train.compile, self.train.activation_checkpointing)
 
     @property
     def n_params(self) -> int:
@@ -358,15 +358,13 @@ def split_tokens(split, tokens_per_step: int, n_domains: int = 1, n_params: int 
 
 def make_plan(cfg: DictConfig) -> Plan:
     check_config(cfg)
-    t = cfg.train
+    t = TrainArgs.of(cfg.train)
     spec = ModelSpec.from_config(cfg.model)
-    micro = t.get("micro_batch")
-    batch = BatchSpec(int(t.global_batch), int(micro) if micro else None, int(t.seq_len))
+    batch = BatchSpec(t.global_batch, t.micro_batch, t.seq_len)
     if batch.global_batch <= 0 or batch.seq_len <= 0 or (batch.micro_batch or 1) <= 0:
         raise ConfigError(f"train.global_batch, train.micro_batch and train.seq_len must be positive, got "
                           f"{batch.global_batch}, {batch.micro_batch}, {batch.seq_len}")
-    schedule = Schedule(str(t.schedule), float(t.lr), int(t.warmup_steps), float(t.min_lr_factor),
-                        float(t.get("decay_fraction", 1.0)))
+    schedule = Schedule(t.schedule, t.lr, t.warmup_steps, t.min_lr_factor, t.decay_fraction)
     rng_seed = int(cfg.seed)
     source = build_source(cfg.data, seq_len=batch.seq_len, seed=rng_seed)
     expert_domain = str(cfg.split.expert_domain)
@@ -388,7 +386,7 @@ def make_plan(cfg: DictConfig) -> Plan:
         # wsd the seed at D is a stable-phase checkpoint, not a finished run: branch from the trajectory
         # before D and decay on the mixture over the last train.pretrain_only_cooldown of D.
         expert_domain = MIXTURE
-        share = float(t.get("pretrain_only_cooldown", 0.0))  # in [0, 1]: check_config checked it
+        share = t.pretrain_only_cooldown  # in [0, 1]: check_config checked it
         if schedule.name == "wsd" and share > 0 and seed_steps > 1:
             cooldown = min(seed_steps - 1, max(1, math.ceil(share * seed_steps)))
             seed_steps, expert_steps = seed_steps - cooldown, cooldown
@@ -411,13 +409,13 @@ def make_plan(cfg: DictConfig) -> Plan:
             f"{int(read[worst]):,} of them ({epochs_max:.2f} epochs); lower split.special_tokens or set "
             f"data.allow_repetition=true")
 
-    optimizer = {k: (list(v) if OmegaConf.is_list(v) else v) for k, v in
-                 OmegaConf.to_container(t.optimizer, resolve=True).items()}
+    # The optimizer enters the trajectory's identity as written (0 and 0.0 hash differently): recorded ids stay.
+    optimizer = OmegaConf.to_container(cfg.train.optimizer, resolve=True)
     length = (schedule.min_lr_factor, seed_steps) if schedule.seed_depends_on_length else (None, None)
     trajectory = Trajectory(STORE_VERSION, spec.__dict__, source.vocab_size, source.identity(), batch.seq_len,
-                            batch.global_batch, optimizer, float(t.grad_clip), rng_seed,
+                            batch.global_batch, optimizer, t.grad_clip, rng_seed,
                             TrajectorySchedule(schedule.name, schedule.peak_lr, schedule.warmup_steps, *length),
-                            source.mixture.counts.tolist(), str(t.get("precision", "fp32")))
+                            source.mixture.counts.tolist(), t.precision)
     expert = ExpertStep(trajectory, seed_steps, expert_steps, expert_domain, schedule.min_lr_factor,
                         schedule.decay_fraction, STORE_VERSION, cooldown)
     accounting = str(cfg.split.get("accounting") or "per_path")
@@ -428,4 +426,4 @@ def make_plan(cfg: DictConfig) -> Plan:
               else (recorded_steps[0] + sharing * recorded_steps[1]) * batch.tokens_per_step)
     return Plan(cfg, spec, source, schedule, batch, rng_seed, seed_steps, expert_steps, expert_domain,
                 trajectory.identity, expert.identity, config_hash(cfg), seed_offsets, epochs_max, accounting,
-                budget, k, recorded_steps, cooldown, expert)
+                budget, k, recorded_steps, cooldown, expert, t)

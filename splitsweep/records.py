@@ -33,14 +33,17 @@ class ResultRow:
     """One row of the results table: a trained model measured on one held-out domain. Its fields are the
     columns `analysis/` relies on, in the order they are written."""
 
+    # the grid point
     sweep: str = _column("name of the sweep (the Hydra multirun) that produced the row")
     run_id: str = _column("signature of the grid point: hash of everything that determines the trained model")
     model: str = _column("model config name, e.g. llama_430k")
     n_params: int = _column("non-embedding parameters (blocks + final norm): the N of the law")
     n_params_total: int = _column("all parameters, embeddings and output head included")
+    # its split
     pretrain_tokens: int = _column("D: tokens of the seed, trained on the mixture")
     special_tokens: int = _column("D': tokens of the expert phase, on expert_domain")
     expert_domain: str = _column("a data domain, or 'mixture' for the no-split baseline")
+    # the measurement
     eval_domain: str = _column("held-out domain this row's loss is measured on, or 'mixture'")
     mixture_weight: float = _column("eval_domain's share of the mixture's tokens (1.0 for 'mixture')")
     eval_loss: float = _column(
@@ -51,19 +54,23 @@ class ResultRow:
         "standard error of eval_loss over the held-out documents (nats per token); for 'mixture', from the "
         "domains' standard errors")
     recall_accuracy: float | None = _column("exact-match greedy recall of facts (phonebook only, else null)")
+    # compute, and how it was spent
     flops: int = _column("6 * n_params * (pretrain_tokens + special_tokens): seed share plus expert")
     flops_total_params: int = _column("6 * n_params_total * (pretrain_tokens + special_tokens)")
     schedule: str = _column("learning-rate schedule that produced the model: wsd or cosine")
     precision: str = _column(
         "compute dtype of training and evaluation matmuls: fp32 or bf16 (weights and losses fp32)")
     seed: int = _column("random seed of model init and data order")
+    # provenance
     config_hash: str = _column("hash of the resolved job config")
     seed_id: str = _column("identity of the seed trajectory the expert started from")
     git_sha: str = _column("commit of the code that trained the model")
     wall_s: float = _column("wall-clock seconds the job spent (seed share not included if reused)")
     tokens_trained: int = _column("tokens this job actually trained (seed tokens included only if it trained them)")
+    # data and batch
     epochs_max: float = _column("largest number of passes over any domain's training data (repetition)")
     batch_tokens: int = _column("tokens per optimizer step (global_batch x seq_len)")
+    # the budget
     accounting: str = _column(
         "how the budget was split: per_path (T = D + D' per expert path) or shared_seed (C = D + K·D')")
     budget_tokens: int = _column("the budget the grid point's split divides: T (per_path) or C (shared_seed)")

@@ -19,6 +19,7 @@ from .data import MIXTURE
 from .distributed import DistEnv
 from .fsio import append_jsonl
 from .layout import SEED_PREFIX, StoreLayout
+from .steps import SeedStep, check_planned
 from .store import FileLock, LeaseLost, is_debris, write_json_atomic
 from .train import TrainingPath
 from .worker import Worker
@@ -145,3 +146,10 @@ def seed_checkpoint(cfg: DictConfig, env: DistEnv | None = None) -> Path | None:
     """A seed job (slurm.SeedTask): the seed of cfg's grid point, from the seed's own config alone; what only
     the expert and its evaluation need (lm-eval tasks) is neither prepared nor checked."""
     return SeedBuilder(Worker(cfg, env)).ensure()
+
+
+def run_seed(step: SeedStep, cfg: DictConfig, env: DistEnv | None = None) -> Path:
+    """SeedStep.run: `step`, from the config of a grid point whose seed it is."""
+    worker = Worker(cfg, env)
+    check_planned(step, worker.plan.expert.seed)
+    return SeedBuilder(worker).ensure()

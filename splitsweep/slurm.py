@@ -108,7 +108,7 @@ class SeedTask:
         import torch
 
         from .distributed import allocated_threads
-        from .seed_store import seed_checkpoint
+        from .plan import make_plan
         from .train import Preempted
 
         Singleton.set_state(self.singleton_state)
@@ -119,9 +119,9 @@ class SeedTask:
                 self.launcher.config, overrides)
             HydraConfig.instance().set_config(sweep_config)
             cfg = _task_cfg(sweep_config)
-            torch.set_num_threads(allocated_threads(cfg.train.get("threads")))
+            torch.set_num_threads(allocated_threads(cfg.train.threads))
             try:
-                done.append(str(seed_checkpoint(cfg)))
+                done.append(str(make_plan(cfg).expert.seed.run(cfg)))
             except Preempted as err:  # same hand-over as app.task: submitit requeues this seed job
                 print(f"splitsweep: {err}", file=sys.stderr, flush=True)
                 if err.stop is not None:
@@ -136,23 +136,16 @@ class SeedTask:
 
 
 class ReportTask:
-    """A submitit callable: the splitting report of a sweep, once its jobs have ended (submit and exit)."""
+    """A submitit callable: the splitting report of a sweep (a ReportStep), once its jobs have ended (submit and
+    exit)."""
 
     def __init__(self, sweep_dir: str, budget_tokens, n_bootstrap: int):
         self.sweep_dir, self.budget_tokens, self.n_bootstrap = sweep_dir, budget_tokens, n_bootstrap
 
     def __call__(self) -> str:
-        from analysis.errors import AnalysisError
-        from analysis.report import build_report
+        from .steps import ReportStep
 
-        sweep = SweepLayout(self.sweep_dir)
-        try:
-            return str(build_report(sweep.results, sweep.report, budget_tokens=self.budget_tokens,
-                                    n_bootstrap=self.n_bootstrap))
-        except AnalysisError as err:  # too few runs for a law: said where the report would be, as the callback says
-            sweep.report.mkdir(parents=True, exist_ok=True)
-            sweep.no_report.write_text(f"no report: {err}\n")
-            return f"no report: {err}"
+        return ReportStep.of(self.sweep_dir, self.budget_tokens, self.n_bootstrap).run(self.sweep_dir)
 
 
 class _SeedsFirst(BaseSubmititLauncher):
@@ -196,7 +189,7 @@ class _SeedsFirst(BaseSubmititLauncher):
         it was allocated (distributed.allocated_threads), never all of the node's cores."""
         if self.params.get("cpus_per_task") is not None:
             return
-        wanted = {int(p.cfg.train.threads) for p in points if p.cfg.train.get("threads")}
+        wanted = {p.cfg.train.threads for p in points if p.cfg.train.threads}
         if wanted:
             self.params["cpus_per_task"] = max(wanted)
 

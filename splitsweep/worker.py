@@ -21,13 +21,14 @@ class Worker:
         self.cfg = cfg
         self.plan = make_plan(cfg)  # raises ConfigError before any compute
         check_logger(cfg.logger)  # online W&B without a key or a server fails here, not after training
-        self.env = env or init_distributed(str(cfg.train.get("device", "auto")))
+        self.args = self.plan.train  # the train section, typed
+        self.env = env or init_distributed(self.args.device)
         try:
             check_world(self.plan.batch, self.env.world_size)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.sweep_dir = Path(cfg.paths.sweep_dir)
-        self.stop = StopFlag().install() if cfg.train.get("handle_signals", True) else StopFlag()
+        self.stop = StopFlag().install() if self.args.handle_signals else StopFlag()
         self._next_wait_note = 0.0
 
     def say(self, message: str) -> None:
@@ -40,24 +41,24 @@ class Worker:
         plan, env = self.plan, self.env
         model = parallelize(build_model(plan.spec, plan.source.vocab_size, plan.batch.seq_len, plan.rng_seed), env,
                             plan.layout)
-        o = self.cfg.train.optimizer
+        o = self.args.optimizer
         return model, adamw(model, env, plan.schedule.peak_lr, o.betas, o.eps, o.weight_decay)
 
     def trainer(self, model, optimizer) -> Trainer:
-        t, plan = self.cfg.train, self.plan
-        return Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, self.env, float(t.grad_clip),
-                       self.stop, layout=plan.layout, sync_every=int(t.get("sync_every_steps", 10)))
+        t, plan = self.args, self.plan
+        return Trainer(model, optimizer, plan.source, plan.schedule, plan.batch, self.env, t.grad_clip,
+                       self.stop, layout=plan.layout, sync_every=t.sync_every_steps)
 
     def reapply_hparams(self, optimizer) -> None:
         # Loading optimizer state overwrites param-group hyperparameters with the checkpoint's.
-        o = self.cfg.train.optimizer
+        o = self.args.optimizer
         for group in optimizer.param_groups:
-            group.update(betas=tuple(o.betas), eps=float(o.eps), weight_decay=float(o.weight_decay))
+            group.update(betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
 
     def train(self, trainer: Trainer, path, start: int, end: int, label: str, save, logger: RunLogger) -> None:
-        t = self.cfg.train
-        trainer.train(path, start, end, label, checkpoint=save, checkpoint_every=int(t.checkpoint_every_steps),
-                      log=logger.log, progress_every_s=float(t.progress_every_s))
+        t = self.args
+        trainer.train(path, start, end, label, checkpoint=save, checkpoint_every=t.checkpoint_every_steps,
+                      log=logger.log, progress_every_s=t.progress_every_s)
 
     def logger(self, run_id: str, name: str, job_type: str, extra: dict, ledger_dir: Path) -> RunLogger:
         plan = self.plan
@@ -80,7 +81,7 @@ class Worker:
                                 signum=self.stop.signum, stop=self.stop)
 
         self._next_wait_note = 0.0
-        return FileLock(path, stale_s=float(self.cfg.train.lock_stale_s), should_stop=should_stop,
+        return FileLock(path, stale_s=self.args.lock_stale_s, should_stop=should_stop,
                         on_wait=lambda s: self._waiting(s, what)).acquire()
 
     def _waiting(self, seconds: float, what: str) -> None:

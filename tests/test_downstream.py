@@ -225,3 +225,24 @@ def test_a_seed_job_does_not_depend_on_the_experts_eval_config(tmp_path):
     assert seed is not None and seed.exists()
     with pytest.raises(ConfigError, match="arc_eazy"):
         Job(compose_cfg(tmp_path, *args))
+
+
+def test_a_downstream_step_runs_on_its_own_from_the_config_that_planned_it(tmp_path):
+    """DownstreamStep.run: the evaluation of a recorded run from its final model, once; a config that plans
+    another evaluation (here 1-shot, not 2-shot) is refused before anything is evaluated."""
+    from splitsweep.steps import StepMismatch
+
+    args = (*TINY_BOOK, "split.pretrain_fraction=0.4", "split.expert_domain=d1")
+    rows = Job(compose_cfg(tmp_path, *args)).run()  # recorded without eval
+    sweep = tmp_path / "sweeps" / "test"
+    cfg = compose_cfg(tmp_path, *args, "eval=phonebook_mc", "eval.num_fewshot=2")
+    job = Job(cfg)
+    step = job.downstream.step(rows[0]["run_id"])
+    assert step.identity == job.downstream.eval_id(rows[0]["run_id"]) and not step.done(sweep)
+    with pytest.raises(StepMismatch):
+        step.run(compose_cfg(tmp_path, *args, "eval=phonebook_mc", "eval.num_fewshot=1"))
+    assert not read_downstream(sweep)
+    added = step.run(cfg)
+    assert added and step.done(sweep) and {r["num_fewshot"] for r in added} == {2}
+    assert read_downstream(sweep) == added and step.run(cfg) == []  # done: not evaluated again
+    assert len(read_rows(sweep)) == len(rows)

@@ -3,7 +3,7 @@
 document with its domain (a column, or a cluster), tokenize, split held-out text by document, and pack
 fixed-length sequences into memory-mapped arrays per domain and split.
 
-Layout under `data.cache_dir` (by default `${paths.store}/data`):
+Layout under `data.cache_dir` (by default `${paths.store}/data`; the paths are layout.DataLayout's):
   tokenizers/<hash>/tokenizer.json        a trained byte-level BPE (hash of the sample and settings)
   clusters/<hash>/model.pkl, summary.md   the fitted c-BTM clustering and its summary
   <hash>/manifest.json                    token and document counts per domain and split
@@ -34,12 +34,13 @@ from omegaconf import OmegaConf
 
 from ..errors import ConfigError
 from ..identity import signature
+from ..layout import MANIFEST, DataLayout
+from ..steps import PreparedData, check_planned
 from ..store import build_once, write_json_atomic
 from . import clustering as clus
 from .tokenizer import cached_bpe, eos_id, load_tokenizer
 
 PREP_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 def _plain(value):
@@ -90,7 +91,7 @@ def load(cfg):
               "streaming": bool(cfg.get("streaming", False)), "revision": cfg.get("revision")}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if not kwargs["streaming"]:
-        kwargs["cache_dir"] = str(Path(cfg.cache_dir) / "hf_datasets")
+        kwargs["cache_dir"] = str(DataLayout(cfg.cache_dir).hf_datasets())
     try:
         return load_dataset(**kwargs)
     except Exception as err:  # datasets raises many types for a wrong id, config, split or file
@@ -175,7 +176,7 @@ class Labeler:
                                       f"{int(c.n_clusters)} clusters")
                 return texts[: int(c.sample_documents)]
 
-            self.model, self.cluster_dir = clus.cached_model(Path(cfg.cache_dir) / "clusters", key, sample, c)
+            self.model, self.cluster_dir = clus.cached_model(DataLayout(cfg.cache_dir).clusters(), key, sample, c)
             self.key = key
 
     def identity(self) -> dict:
@@ -251,25 +252,31 @@ def resolve_tokenizer(cfg, labeler: Labeler) -> tuple[Path, dict, int]:
             raise ConfigError("data: no non-empty documents to train a tokenizer on")
         return texts[: int(t.sample_documents)]
 
-    path = cached_bpe(Path(cfg.cache_dir) / "tokenizers", recipe, sample, int(want), int(t.get("min_frequency", 2)))
+    path = cached_bpe(DataLayout(cfg.cache_dir).tokenizers(), recipe, sample, int(want), int(t.get("min_frequency", 2)))
     return path, {"trained": path.parent.name}, int(want)
 
 
 # ------------------------------------------------------------------------------------------ preparation
+def prepared_step(cfg, labeler: Labeler, tok_identity: dict) -> PreparedData:
+    return PreparedData(PREP_VERSION, source_identity(cfg), labeler.identity(), _plain(cfg.get("domains")),
+                        tok_identity, int(cfg.heldout_tokens), int(cfg.get("data_seed", 0)))
+
+
 def prepared_key(cfg, labeler: Labeler, tok_identity: dict) -> str:
-    return signature({"v": PREP_VERSION, "source": source_identity(cfg), "labels": labeler.identity(),
-                      "domains": _plain(cfg.get("domains")), "tokenizer": tok_identity,
-                      "heldout_tokens": int(cfg.heldout_tokens), "data_seed": int(cfg.get("data_seed", 0))})
+    return prepared_step(cfg, labeler, tok_identity).identity
 
 
-def prepare(cfg) -> Path:
-    """The prepared directory of this data config (built now unless a job built it before)."""
+def prepare(cfg, expect: PreparedData | None = None) -> Path:
+    """The prepared directory of this data config (built now unless a job built it before). `expect`: the step
+    the caller means to run (PreparedData.run), refused if this config describes another."""
     labeler = Labeler(cfg)
     tok_path, tok_identity, vocab_size = resolve_tokenizer(cfg, labeler)
-    key = prepared_key(cfg, labeler, tok_identity)
-    root = Path(cfg.cache_dir)
-    return build_once(root / key, lambda tmp: _build(cfg, labeler, tok_path, vocab_size, tmp, key),
-                      is_built=lambda p: (p / MANIFEST).exists(), lock=root / f".{key}.lock")
+    step = prepared_step(cfg, labeler, tok_identity)
+    if expect is not None:
+        check_planned(expect, step)
+    key, cache = step.identity, DataLayout(cfg.cache_dir)
+    return build_once(cache.prepared(key), lambda tmp: _build(cfg, labeler, tok_path, vocab_size, tmp, key),
+                      is_built=lambda p: (p / MANIFEST).exists(), lock=cache.prepared_lock(key))
 
 
 def token_dtype(vocab_size: int):
@@ -448,7 +455,7 @@ def _flush(entry: dict) -> None:
 
 def pack(prepared: Path, seq_len: int, progress: bool = True) -> Path:
     """[n, seq_len + 1] arrays per domain and split (sequence i = tokens[i*L : i*L + L + 1])."""
-    final = prepared / f"packed-L{seq_len}"
+    final = DataLayout.packed(prepared, seq_len)
     if (final / MANIFEST).exists():
         return final
     manifest = json.loads((prepared / MANIFEST).read_text())
@@ -486,4 +493,4 @@ def pack(prepared: Path, seq_len: int, progress: bool = True) -> Path:
         write_json_atomic(tmp / MANIFEST, out)
 
     return build_once(final, write_packed, is_built=lambda p: (p / MANIFEST).exists(),
-                      lock=prepared / f".packed-L{seq_len}.lock")
+                      lock=DataLayout.packed_lock(prepared, seq_len))

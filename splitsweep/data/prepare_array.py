@@ -48,6 +48,7 @@ from omegaconf import OmegaConf
 from submitit.helpers import Checkpointable
 
 from ..errors import ConfigError
+from ..layout import MANIFEST, DataLayout
 from ..store import build_once, private_tmp, publish_dir, write_json_atomic
 from . import prepare as prep
 
@@ -81,12 +82,12 @@ def part_name(start: int, stop: int, batch_documents: int) -> str:
 
 def work_dir(cache_dir, key: str) -> Path:
     """Where one prepared key's array keeps its parts until they are assembled (beside the prepared directory)."""
-    return Path(cache_dir) / f".array-{key}"
+    return DataLayout(cache_dir).array_work(key)
 
 
 def logs_dir(cache_dir) -> Path:
     """The submitit folder of every preparation job (<job id>/ with its logs and pickles), kept after the end."""
-    return Path(cache_dir) / ".prepare-logs"
+    return DataLayout(cache_dir).prepare_logs()
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -185,7 +186,7 @@ def plan_job(cfg) -> dict:
     """Stage 1 (a job): the prepared key, the tokenizer and the document count, or the ConfigError's text."""
     try:
         _, tok_path, _, key = identity(cfg)
-        built = (Path(cfg.cache_dir) / key / prep.MANIFEST).exists()
+        built = (DataLayout(cfg.cache_dir).prepared(key) / MANIFEST).exists()
         return {"key": key, "tokenizer": str(tok_path), "built": built,
                 "documents": None if built else n_documents(cfg)}
     except ConfigError as err:
@@ -304,8 +305,8 @@ def assemble_job(cfg, key: str, parts: list, seq_len: int | None) -> dict:
         if now != key:
             raise ConfigError(f"data changed since the array was planned (prepared key {key}, now {now}); "
                               "run the command again")
-        root = Path(cfg.cache_dir)
-        missing = [] if (root / key / prep.MANIFEST).exists() else missing_parts(cfg, key, parts)
+        cache = DataLayout(cfg.cache_dir)
+        missing = [] if (cache.prepared(key) / MANIFEST).exists() else missing_parts(cfg, key, parts)
         if missing:  # (a concurrent run that assembled first has removed the parts: its result is used)
             raise ConfigError(f"{len(missing)} of {len(parts)} parts are missing under {parts_dir(cfg, key)} "
                               f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): a task failed "
@@ -317,8 +318,8 @@ def assemble_job(cfg, key: str, parts: list, seq_len: int | None) -> dict:
             raw, n_docs, seen = join_parts(cfg, key, parts, np.dtype(prep.token_dtype(vocab_size)), tmp)
             prep.finish_prepared(cfg, labeler, tok_path, vocab_size, raw, n_docs, seen, tmp, key)
 
-        prepared = build_once(root / key, build, is_built=lambda p: (p / prep.MANIFEST).exists(),
-                              lock=root / f".{key}.lock")
+        prepared = build_once(cache.prepared(key), build, is_built=lambda p: (p / MANIFEST).exists(),
+                              lock=cache.prepared_lock(key))
         packed = prep.pack(prepared, int(seq_len), bool(cfg.get("progress", True))) if seq_len else None
         shutil.rmtree(work_dir(cfg.cache_dir, key), ignore_errors=True)
         return {"prepared": str(prepared), "packed": str(packed) if packed else None}
@@ -382,7 +383,7 @@ def prepare_array(cfg, hydra_cfg, tasks: int, part_documents: int) -> Path:
     plan = _result(executor.submit(plan_job, data), "the plan job")
     key, parts = plan["key"], []
     if plan["built"]:
-        _say(f"{Path(data.cache_dir) / key} is prepared already")
+        _say(f"{DataLayout(data.cache_dir).prepared(key)} is prepared already")
     else:
         parts = document_parts(int(plan["documents"]), int(part_documents))
         _say(f"{plan['documents']:,} documents in {len(parts)} parts of up to {int(part_documents):,}; "
