@@ -46,7 +46,6 @@ from .fit import log_progress
 from .inputs import LawInputs
 from .intervals import N_BOOTSTRAP
 from .io import DEFAULT_SELECTION, SELECTIONS, batch_tokens_of, budget_of, domain_weights, load_results, select_rows
-from .law_domain import needs_mixture_tokens
 from .laws import LAWS
 from .pipeline import Analysis, analyze
 from .roles import BASELINE, MIXTURE, OWN, role
@@ -707,7 +706,7 @@ def assess(analysis: Analysis, split: dict | None, rows: pd.DataFrame, sweep: di
                         f"is computed with K = {split['k_experts']} (one expert per fitted domain)")
     if sweep["measured"] and sweep["accounting"] != sweep["measured"]:
         cautions.append(f"answered in {sweep['accounting']} accounting, but the sweep measured {sweep['measured']}")
-    if getattr(analysis, "left_out", None) is not None:
+    if analysis.left_out is not None:
         cautions.append(analysis.left_out.sentence())
     for w in split.get("warnings", []):
         if w not in cautions:
@@ -775,8 +774,10 @@ def _recommendation(doc: Doc, analysis: Analysis, split: dict | None, table: pd.
     m = split.get("measured") or {}
     own = _own_measured(table, sweep, split)
     seen = len([c for c in m.get("curve", []) if c.get("expert_loss") is not None])
-    # Fraction 0 is not in the fitted rows when its experts trained from scratch were left out (law_domain).
-    searchable = [f for f in (own or {}).get("fractions", []) if f > 0 or not needs_mixture_tokens(LAWS[law])]
+    # The fractions the split law was fitted on at this budget (not fraction 0 when its experts, trained from
+    # scratch, are outside the law's domain: law_domain).
+    fitted = _own_measured(analysis.rows_for(law), sweep, split) if own is not None else None
+    searchable = (fitted or {}).get("fractions", [])
     if own is not None and len(searchable) > seen:
         # The split search's measured comparison missed runs of this budget (a shared-seed sweep: its runs of
         # one C differ in D + D'): the measured numbers from the runs grouped by the budget, no comparison.

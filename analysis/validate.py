@@ -38,15 +38,15 @@ def _one_split(df, train_mask, law, per_domain, domains, label, held, screened=N
     if unscored is not None:
         test = test[~unscored(test)]  # rows some candidate law cannot describe (law_domain): not compared
     out = {"held_out": held, "n_train": int(len(train)), "n_test": int(len(test))}
+    if len(test) == 0:  # nothing to score: no refit
+        out["error"] = "every held-out row is outside another candidate law's domain"
+        return out, None
     try:
         train = train.reset_index(drop=True)
         train.attrs.update(df.attrs)
         fit = fit_law(train, law, per_domain=per_domain, domains=domains, screened=screened)
     except AnalysisError as e:
         out["error"] = str(e)
-        return out, None
-    if len(test) == 0:
-        out["error"] = "every held-out row is outside another candidate law's domain"
         return out, None
     err = _rel_errors(fit, test)
     out.update(mean_rel_error=float(err.mean()), max_rel_error=float(err.max()))

@@ -171,22 +171,30 @@ def check_top_level(cfg: DictConfig) -> None:
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-# A section's keys are those of the config file every option of its group starts from: the defaults and the
-# names live once, in conf/, and a key no file declares (`+train.lrr=1`, a typo in a sweep file) is refused.
-SECTION_SCHEMAS = {"train": CONF_DIR / "train" / "cpu.yaml", "split": CONF_DIR / "split" / "default.yaml"}
+
+
+def section_schemas(cfg: DictConfig) -> dict[str, Path]:
+    """A section's keys are those of the config file every option of its group starts from (data: the file of
+    its kind): the defaults and the names live once, in conf/, and a key no file declares (`+train.lrr=1`, a
+    typo in a sweep file) is refused."""
+    kind = OmegaConf.select(cfg, "data.kind", default=None)
+    return {"train": CONF_DIR / "train" / "cpu.yaml", "split": CONF_DIR / "split" / "default.yaml",
+            "data": CONF_DIR / "data" / f"{kind}.yaml", "eval": CONF_DIR / "eval" / "none.yaml"}
 
 
 def _declared_keys(node, prefix: str) -> dict:
-    """{dotted key: sub-keys or None for a leaf} of a plain config node."""
+    """{dotted key: sub-keys, or None for a leaf or a free-form mapping (declared `{}`)} of a plain config node."""
     out = {}
     for key, value in node.items():
-        out[f"{prefix}.{key}"] = _declared_keys(value, f"{prefix}.{key}") if isinstance(value, dict) else None
+        nested = isinstance(value, dict) and value
+        out[f"{prefix}.{key}"] = _declared_keys(value, f"{prefix}.{key}") if nested else None
     return out
 
 
 def check_known_keys(cfg: DictConfig) -> None:
-    """Every key of the train and split sections (nested ones included) is one their config files declare."""
-    for section, path in SECTION_SCHEMAS.items():
+    """Every key of the train, split, data and eval sections (nested ones included) is one their config files
+    declare."""
+    for section, path in section_schemas(cfg).items():
         if section not in cfg or not path.exists():
             continue
         declared = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
@@ -304,7 +312,7 @@ def budget_tokens(split, tokens_per_step: int, n_params: int) -> int | None:
                           "split.budget_tokens=null")
     if not _is_number(tpp) or not 0 < tpp < math.inf:
         raise ConfigError(f"split.tokens_per_param={tpp!r} must be a number > 0, e.g. 20 (Chinchilla's ratio)")
-    multiple = check_integer("split.budget_step_multiple", split.get("budget_step_multiple", 1), 1)
+    multiple = check_integer("split.budget_step_multiple", split.budget_step_multiple, 1)
     quantum = multiple * tokens_per_step
     return max(1, round(float(tpp) * n_params / quantum)) * quantum
 
@@ -318,7 +326,7 @@ def split_tokens(split, tokens_per_step: int, n_domains: int = 1, n_params: int 
     C = D + K·D' of one seed shared by K experts (D = f·C, D' = (1 - f)·C / K), and the `mixture` baseline is one
     model of C tokens (D' = (1 - f)·C), so that every grid point of a fraction spends the same compute.
     """
-    accounting = str(split.get("accounting") or "per_path")
+    accounting = split.accounting
     if accounting not in ACCOUNTINGS:
         raise ConfigError(f"split.accounting={accounting!r} is unknown; valid values: {', '.join(ACCOUNTINGS)}")
     fraction = split.get("pretrain_fraction")
@@ -418,7 +426,7 @@ def make_plan(cfg: DictConfig) -> Plan:
                             source.mixture.counts.tolist(), t.precision)
     expert = ExpertStep(trajectory, seed_steps, expert_steps, expert_domain, schedule.min_lr_factor,
                         schedule.decay_fraction, STORE_VERSION, cooldown)
-    accounting = str(cfg.split.get("accounting") or "per_path")
+    accounting = cfg.split.accounting
     k = n_experts(cfg.split, len(source.domains)) if accounting == "shared_seed" else 1
     sharing = k if expert_domain != MIXTURE else 1  # D and D' given: C = D + K·D' (one model of C for the baseline)
     budget = (int(budget_tokens(cfg.split, batch.tokens_per_step, spec.non_embedding_params()))

@@ -2,7 +2,7 @@
 import pytest
 
 from splitsweep.job import Job
-from splitsweep.plan import ConfigError, make_plan
+from splitsweep.plan import ConfigError, check_config, make_plan
 from splitsweep.records import read_rows
 from tests.helpers import TOKENS_PER_STEP, compose_cfg, run_cli
 
@@ -82,3 +82,15 @@ def test_a_misspelled_train_or_split_key_is_refused_naming_the_valid_ones(tmp_pa
     msg = plan_error(tmp_path, *ok, "+split.expert_domains=d0")
     assert "'split.expert_domains'" in msg and "did you mean split.expert_domain?" in msg
     make_plan(compose_cfg(tmp_path, *ok, "train=gpu", "train.global_batch=1", "train.seq_len=128"))  # declared keys pass
+
+
+def test_a_misspelled_data_or_eval_key_is_refused_naming_the_valid_ones(tmp_path):
+    """data's keys are its kind's file's (conf/data/<kind>.yaml), eval's are conf/eval/none.yaml's; a mapping
+    declared empty (eval.local_datasets: task -> settings) is free-form."""
+    ok = [f"split.pretrain_tokens={T}", f"split.special_tokens={T}"]
+    msg = plan_error(tmp_path, *ok, "+data.entries_per_book=3")
+    assert "'data.entries_per_book'" in msg and "did you mean data.entries_per_domain?" in msg \
+        and "conf/data/phonebook.yaml" in msg
+    msg = plan_error(tmp_path, *ok, "+eval.num_fewshots=1")
+    assert "did you mean eval.num_fewshot?" in msg and "include_paths" in msg
+    check_config(compose_cfg(tmp_path, *ok, "eval=phonebook_mc", "+eval.local_datasets.arc_easy.dataset_path=json"))

@@ -427,7 +427,7 @@ def test_each_failed_check_is_not_reliable_with_a_suggestion(well_posed):
         fit = SimpleNamespace(diagnostics=diagnostics or {"identified": True, "warnings": [], "reasons": [],
                                                           "bootstrap_checked": True})
         analysis = SimpleNamespace(split_law="two_source", chosen="two_source", split_fit=fit,
-                                   checks={"two_source": checks}, why="chosen", failures={})
+                                   checks={"two_source": checks}, why="chosen", failures={}, left_out=None)
         return assess(analysis, split, rows, sweep)
 
     assert run(copy.deepcopy(good))["reliable"]
