@@ -30,6 +30,7 @@ from pathlib import Path
 from .fsio import read_jsonl
 from .layout import SweepLayout
 from .records import read_rows
+from .steps import file_digest
 
 STATES = ("done", "running", "pending", "failed")
 # squeue(1) states in which a job may still run: submitit's incomplete SLURM states plus the held/stopped it misses.
@@ -404,7 +405,25 @@ def format_table(statuses: list[PointStatus], sweep_dir: Path, scheduler: bool =
     if report:  # a launch that did not wait queued the report after its jobs
         state = report_state(sweep_dir, report, scheduler)
         lines.append(f"report: job {report['job_id']} {state}; when it ends: {SweepLayout(sweep_dir).report_file}")
+    elif report_line(sweep_dir):
+        lines.append(report_line(sweep_dir))
     return "\n".join(lines)
+
+
+def report_line(sweep_dir: Path) -> str | None:
+    """Whether the sweep's report step (steps.ReportStep, report/step.json) was built from the records as they
+    are now; None when no report was built."""
+    sweep = SweepLayout(sweep_dir)
+    try:
+        mark = json.loads(sweep.report_step.read_text())
+    except (OSError, ValueError):
+        return f"report: {sweep.report_file} (built on demand)" if sweep.report_file.exists() else None
+    inputs = mark.get("inputs") or {}
+    fresh = (inputs.get("results"), inputs.get("downstream")) == (file_digest(sweep.results),
+                                                                  file_digest(sweep.downstream))
+    where = sweep.report_file if mark.get("built") else sweep.no_report
+    return f"report: {where} (" + ("built from the records as they are)" if fresh else
+                                   "older than the records: re-running the sweep's command rebuilds it)")
 
 
 def report_state(sweep_dir: Path, report: dict, scheduler: bool = True) -> str:

@@ -14,6 +14,7 @@ from splitsweep.identity import signature
 from splitsweep.layout import SweepLayout
 from splitsweep.plan import make_plan
 from splitsweep.records import read_rows
+from splitsweep.status import report_line
 from splitsweep.steps import PreparedData, ReportStep, StepMismatch
 
 T = 4 * 32 * 4  # four optimizer steps of the tiny config
@@ -64,11 +65,14 @@ def test_a_report_is_built_once_per_inputs(tmp_path):
     step.run(sweep, progress=False)
     assert layout.report_file.stat().st_mtime_ns == built_at  # done: not rebuilt
 
+    assert report_line(sweep) == f"report: {layout.report_file} (built from the records as they are)"
+
     # Another setting, or another record, is another report.
     assert ReportStep.of(sweep, None, 8) != step and ReportStep.of(sweep, 1e9, 4) != step
     with open(sweep / "results.jsonl", "a") as f:
         f.write(table.iloc[:1].to_json(orient="records", lines=True))
     assert ReportStep.of(sweep, None, 4).results != step.results
+    assert "older than the records" in report_line(sweep)
     (sweep / "results.jsonl").write_text(table.to_json(orient="records", lines=True))
     assert step.done(sweep)
     # A report built on demand since (other settings) is not the step's: the step builds it again.
