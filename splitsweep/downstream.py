@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from .records import append_rows, is_recorded, read_rows
 from .identity import signature
 from .steps import DownstreamStep
 from .store import build_once
+from .typed_config import plain, typed
 
 TASKS_DIR = Path(__file__).resolve().parent / "eval_tasks"
 PHONEBOOK_MC = "phonebook_mc"
@@ -204,10 +206,33 @@ def _hub_cache_allowed() -> bool:
 
 
 # ------------------------------------------------------------------------------ the evaluation
+@dataclass(frozen=True)
+class EvalArgs:
+    """The eval section, typed (conf/eval/none.yaml declares the keys and defaults)."""
+    enabled: bool
+    tasks: tuple[str, ...]
+    num_fewshot: int | None
+    limit: object
+    """Documents per task: a count, a fraction below 1, or None for all (lm-eval's meaning)."""
+    batch_size: int
+    """Sequences per forward call (per rank)."""
+    max_gen_toks: int
+    bootstrap_iters: int
+    seed: int
+    include_paths: tuple[str, ...]
+    local_datasets: dict
+    """task -> {dataset_path, dataset_name, dataset_kwargs}: a standard task read from files."""
+
+    @classmethod
+    def of(cls, node) -> "EvalArgs":
+        return typed("eval", plain(node), cls)
+
+
 class DownstreamEval:
     def __init__(self, ecfg, tasks: list[str], include_paths: list[str], include_defaults: bool,
                  tokenizer, max_length: int):
         self.ecfg, self.tasks, self.include_paths = ecfg, tasks, include_paths
+        self.args = EvalArgs.of(ecfg)
         self.include_defaults, self.tokenizer, self.max_length = include_defaults, tokenizer, max_length
 
     @staticmethod
@@ -221,7 +246,8 @@ class DownstreamEval:
         from .lm_eval_adapter import TokenizerMismatch, tokenizer_for
 
         ecfg = cfg.eval
-        tasks = [str(t) for t in ecfg.tasks]
+        args = EvalArgs.of(ecfg)  # a value of the wrong type fails here, before training
+        tasks = list(args.tasks)
         try:
             tokenizer = tokenizer_for(plan.source)
         except TokenizerMismatch as err:
@@ -229,7 +255,7 @@ class DownstreamEval:
         if tokenizer.vocab_size != plan.source.vocab_size:
             raise ConfigError(f"eval: the tokenizer has {tokenizer.vocab_size} tokens, the model "
                               f"{plan.source.vocab_size}")
-        include = [str(Path(p).resolve()) for p in (ecfg.get("include_paths") or [])]
+        include = [str(Path(p).resolve()) for p in args.include_paths]
         for p in include:
             if not Path(p).exists():
                 raise ConfigError(f"eval.include_paths: {p} does not exist")
@@ -240,8 +266,7 @@ class DownstreamEval:
                 raise ConfigError(f"eval.tasks: {PHONEBOOK_MC} needs data=phonebook (this job's data is "
                                   f"{cfg.data.kind})")
             include.append(str(phonebook_mc_dir(plan.source, store)))
-        overrides = ecfg.get("local_datasets")
-        overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
+        overrides = args.local_datasets
         needs_defaults = any(t not in local for t in tasks) or bool(overrides)
         self = cls(ecfg, tasks, include, needs_defaults, tokenizer, plan.batch.seq_len)
         if overrides:
@@ -353,15 +378,13 @@ class DownstreamEval:
 
         from .lm_eval_adapter import SplitsweepLM
 
-        e = self.ecfg
-        lm = SplitsweepLM(model, self.tokenizer, self.max_length, env, batch_size=int(e.get("batch_size", 32)),
-                          max_gen_toks=int(e.get("max_gen_toks", 32)))
-        limit = e.get("limit")
+        e = self.args
+        lm = SplitsweepLM(model, self.tokenizer, self.max_length, env, batch_size=e.batch_size,
+                          max_gen_toks=e.max_gen_toks)
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=list(self.tasks), num_fewshot=e.get("num_fewshot"), limit=limit,
-            task_manager=self.task_manager(), bootstrap_iters=int(e.get("bootstrap_iters", 1000)),
-            log_samples=False, random_seed=int(e.get("seed", 0)), numpy_random_seed=int(e.get("seed", 0)),
-            torch_random_seed=int(e.get("seed", 0)), fewshot_random_seed=int(e.get("seed", 0)))
+            model=lm, tasks=list(self.tasks), num_fewshot=e.num_fewshot, limit=e.limit,
+            task_manager=self.task_manager(), bootstrap_iters=e.bootstrap_iters, log_samples=False,
+            random_seed=e.seed, numpy_random_seed=e.seed, torch_random_seed=e.seed, fewshot_random_seed=e.seed)
         rows = results_to_rows(out, base, lm_eval_version())
         if "run_id" in base:
             for r in rows:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 from torchtitan.models.llama3 import Transformer, TransformerModelArgs
 
+from .typed_config import plain, typed
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -20,16 +22,11 @@ class ModelSpec:
 
     @classmethod
     def from_config(cls, cfg) -> "ModelSpec":
-        return cls(
-            name=str(cfg.name),
-            dim=int(cfg.dim),
-            n_layers=int(cfg.n_layers),
-            n_heads=int(cfg.n_heads),
-            n_kv_heads=int(cfg.get("n_kv_heads") or cfg.n_heads),
-            multiple_of=int(cfg.multiple_of),
-            ffn_dim_multiplier=cfg.get("ffn_dim_multiplier"),
-            rope_theta=float(cfg.get("rope_theta", 10000.0)),
-        )
+        """The model section, typed (typed_config); n_kv_heads null: one KV head per attention head."""
+        spec = plain(cfg)
+        if spec.get("n_kv_heads") is None:
+            spec["n_kv_heads"] = spec.get("n_heads")
+        return typed("model", spec, cls)
 
     def model_args(self, vocab_size: int, seq_len: int) -> TransformerModelArgs:
         # max_seq_len sizes the RoPE table: torchtitan's default (131072) would dwarf a tiny model.

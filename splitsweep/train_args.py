@@ -2,20 +2,14 @@
 
 conf/train/cpu.yaml declares every key and its default, once (gpu.yaml and the sweeps override some); a key it
 does not declare is refused before this (plan.check_known_keys). This module declares each key's type and
-meaning, and `of` is the one place a value is converted: a whole number where an int is declared (never a
-bool, never 2.5), any number where a real is, true or false for a switch, else a ConfigError naming the key.
-Code reads `plan.train.<key>`, never `cfg.train.get(key, default)`.
+meaning; typed_config.typed converts the values, once. Code reads `plan.train.<key>`, never
+`cfg.train.get(key, default)`.
 """
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass
 
-from omegaconf import OmegaConf
-
-from .errors import ConfigError
+from .typed_config import plain, typed
 
 
 @dataclass(frozen=True)
@@ -66,46 +60,4 @@ class TrainArgs:
     @classmethod
     def of(cls, node) -> "TrainArgs":
         """The typed values of a composed `train` section (every key declared: conf/train/cpu.yaml)."""
-        plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-        return _typed("train", plain, cls)
-
-
-def _typed(name: str, value, kind):
-    """`value` as `kind` (a dataclass, int, float, bool, str, a tuple of them, or X | None)."""
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name}={value!r} must be a mapping of {', '.join(f.name for f in dataclasses.fields(kind))}")
-        hints = typing.get_type_hints(kind)
-        missing = [f.name for f in dataclasses.fields(kind) if f.name not in value]
-        if missing:
-            raise ConfigError(f"{name} has no {', '.join(missing)}: the config files declare every key "
-                              f"(conf/train/cpu.yaml); was one removed with ~{name}.{missing[0]}?")
-        return kind(**{f.name: _typed(f"{name}.{f.name}", value[f.name], hints[f.name])
-                       for f in dataclasses.fields(kind)})
-    args = typing.get_args(kind)
-    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _typed(name, value, inner)
-    if typing.get_origin(kind) is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{name}={value!r} must be a list of {len(args)} values")
-        return tuple(_typed(f"{name}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name}={value!r} must be true or false")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise ConfigError(f"{name}={value!r} must be a whole number")
-        return int(value)
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name}={value!r} must be a number")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{name}={value!r} must be a string")
-        return value
-    raise TypeError(f"{name}: no conversion to {kind!r}")
+        return typed("train", plain(node), cls)

@@ -153,6 +153,7 @@ def test_bad_eval_input_is_refused_before_compute(tmp_path, monkeypatch):
     import splitsweep.downstream as ds
 
     _refused(tmp_path, "eval=phonebook_mc", "eval.tasks=[arc_eazy]", match="unknown lm-eval task 'arc_eazy'.*arc_easy")
+    _refused(tmp_path, "eval=phonebook_mc", "eval.batch_size=big", match="eval.batch_size='big' must be a whole number")
     # A standard task reads the hub: refused (offline) with the way to use a local copy.
     monkeypatch.setattr(ds, "_hub_reachable", lambda timeout=3.0: False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
