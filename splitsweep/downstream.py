@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from .layout import DOWNSTREAM_FILE, StoreLayout, SweepLayout
 from .plan import ConfigError
@@ -75,10 +74,10 @@ def evaluation_step(ecfg, run_id: str, tasks: list[str] | None = None) -> Downst
     """One run's evaluation as a step, from the `eval` config alone (no task is loaded), so a launcher can tell
     whether a recorded grid point still has an evaluation to run (slurm.point_done). `tasks`: the expanded task
     names, when known."""
-    e = OmegaConf.to_container(ecfg, resolve=True) if OmegaConf.is_config(ecfg) else dict(ecfg)
-    tasks = [str(t) for t in e.get("tasks") or []] if tasks is None else tasks
-    return DownstreamStep(run_id, tuple(sorted(tasks)), e.get("num_fewshot"), e.get("limit"), e.get("seed", 0),
-                          e.get("bootstrap_iters", 1000), e.get("local_datasets"), lm_eval_version())
+    e = EvalArgs.of(ecfg)
+    tasks = list(e.tasks) if tasks is None else tasks
+    return DownstreamStep(run_id, tuple(sorted(tasks)), e.num_fewshot, e.limit, e.seed, e.bootstrap_iters,
+                          e.local_datasets, lm_eval_version())
 
 
 def evaluation_id(ecfg, run_id: str, tasks: list[str] | None = None) -> str:
@@ -219,8 +218,8 @@ class EvalArgs:
     max_gen_toks: int
     bootstrap_iters: int
     seed: int
-    include_paths: tuple[str, ...]
-    local_datasets: dict
+    include_paths: tuple[str, ...] | None
+    local_datasets: dict | None
     """task -> {dataset_path, dataset_name, dataset_kwargs}: a standard task read from files."""
 
     @classmethod
@@ -255,7 +254,7 @@ class DownstreamEval:
         if tokenizer.vocab_size != plan.source.vocab_size:
             raise ConfigError(f"eval: the tokenizer has {tokenizer.vocab_size} tokens, the model "
                               f"{plan.source.vocab_size}")
-        include = [str(Path(p).resolve()) for p in args.include_paths]
+        include = [str(Path(p).resolve()) for p in args.include_paths or ()]
         for p in include:
             if not Path(p).exists():
                 raise ConfigError(f"eval.include_paths: {p} does not exist")
@@ -266,7 +265,7 @@ class DownstreamEval:
                 raise ConfigError(f"eval.tasks: {PHONEBOOK_MC} needs data=phonebook (this job's data is "
                                   f"{cfg.data.kind})")
             include.append(str(phonebook_mc_dir(plan.source, store)))
-        overrides = args.local_datasets
+        overrides = args.local_datasets or {}
         needs_defaults = any(t not in local for t in tasks) or bool(overrides)
         self = cls(ecfg, tasks, include, needs_defaults, tokenizer, plan.batch.seq_len)
         if overrides:

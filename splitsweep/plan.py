@@ -148,13 +148,21 @@ def _check_train(t) -> None:
 
 def _check_data(d) -> None:
     _check_choice("data.kind", d.kind, DATA_KINDS)
-    check_integer("data.data_seed", d.get("data_seed", 0), 0)
+    check_integer("data.data_seed", d.data_seed, 0)
     if d.kind == "phonebook":
+        from .data.phonebook import PhonebookArgs
+
         check_integer("data.n_domains", d.n_domains, 1)
         check_integer("data.entries_per_domain", d.entries_per_domain, 1)
         check_integer("data.heldout_sequences", d.heldout_sequences, 1)
+        PhonebookArgs.of(d)  # every other value's type
     else:
+        from .data.prepare import HFDataArgs
+
         check_integer("data.heldout_tokens", d.heldout_tokens, 1)
+        check_integer("data.batch_documents", d.batch_documents, 1)
+        check_integer("data.num_proc", d.num_proc, 1)
+        HFDataArgs.of(d)
 
 
 TOP_LEVEL = ("model", "data", "train", "split", "logger", "eval", "sweep_name", "seed", "paths", "report", "hydra")

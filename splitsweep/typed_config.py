@@ -50,6 +50,10 @@ def typed(name: str, value, kind):
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{name}={value!r} must be a list of {len(args)} values")
         return tuple(typed(f"{name}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+    if kind is list or typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}={value!r} must be a list")
+        return value
     if kind is dict or typing.get_origin(kind) is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}={value!r} must be a mapping")

@@ -91,8 +91,7 @@ def cached_model(cache_dir: Path, key: str, sample_texts, cfg, snippets: int = 3
 
     def fit(tmp: Path) -> None:
         texts = sample_texts()
-        model = ClusterModel.fit(texts, int(cfg.n_clusters), int(cfg.svd_components), int(cfg.max_features),
-                                 int(cfg.seed))
+        model = ClusterModel.fit(texts, cfg.n_clusters, cfg.svd_components, cfg.max_features, cfg.seed)
         write_summary(out, model, texts, snippets)
         with open(tmp, "wb") as f:
             pickle.dump(model, f)

@@ -13,10 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from ..errors import ConfigError
-from .prepare import MANIFEST, pack, prepare
+from .prepare import MANIFEST, HFDataArgs, pack, prepare
 from .source import TokenSource
 
 
@@ -63,10 +62,8 @@ class HFSource(TokenSource):
 
     @classmethod
     def from_config(cls, cfg, seq_len: int, seed: int) -> "HFSource":
-        prepared = prepare(cfg)
-        weights = cfg.get("weights")
-        weights = OmegaConf.to_container(weights) if OmegaConf.is_config(weights) else weights
-        return cls(prepared, seq_len, seed, weights, progress=bool(cfg.get("progress", True)))
+        args = HFDataArgs.of(cfg)
+        return cls(prepare(args), seq_len, seed, args.weights, progress=args.progress)
 
     def identity(self) -> dict:
         return {"kind": "hf", "prepared": self.manifest["key"], "weights": [round(w, 12) for w in self.weights],

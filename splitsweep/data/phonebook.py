@@ -8,10 +8,12 @@ decoding of the number given the name, is its real measure).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from ..typed_config import plain, typed
 from .source import TokenSource
 
 CONSONANTS = "bdfghklmnprstvz"
@@ -53,6 +55,21 @@ def _names(rng: np.random.Generator, count: int) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class PhonebookArgs:
+    """data=phonebook, typed (conf/data/phonebook.yaml declares the keys, their defaults and meanings)."""
+    kind: str
+    n_domains: int
+    entries_per_domain: int
+    heldout_sequences: int
+    data_seed: int
+    allow_repetition: bool
+
+    @classmethod
+    def of(cls, cfg) -> "PhonebookArgs":
+        return typed("data", plain(cfg), cls)
+
+
 class Phonebook(TokenSource):
     def __init__(self, n_domains: int, entries_per_domain: int, heldout_sequences: int,
                  seq_len: int, seed: int, data_seed: int = 0):
@@ -80,8 +97,9 @@ class Phonebook(TokenSource):
 
     @classmethod
     def from_config(cls, cfg, seq_len: int, seed: int) -> "Phonebook":
-        return cls(int(cfg.n_domains), int(cfg.entries_per_domain), int(cfg.heldout_sequences),
-                   seq_len=seq_len, seed=seed, data_seed=int(cfg.get("data_seed", 0)))
+        a = PhonebookArgs.of(cfg)
+        return cls(a.n_domains, a.entries_per_domain, a.heldout_sequences, seq_len=seq_len, seed=seed,
+                   data_seed=a.data_seed)
 
     def identity(self) -> dict:
         return {"kind": "phonebook", "n_domains": self.n_domains, "entries_per_domain": self.entries_per_domain,

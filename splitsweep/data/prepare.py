@@ -20,6 +20,7 @@ the manifest, shared with `_build`) runs once on the parts joined in document or
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -30,42 +31,88 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from omegaconf import OmegaConf
-
 from ..errors import ConfigError
 from ..identity import signature
 from ..layout import MANIFEST, DataLayout
 from ..steps import PreparedData, check_planned
 from ..store import build_once, write_json_atomic
+from ..typed_config import plain, typed
 from . import clustering as clus
 from .tokenizer import cached_bpe, eos_id, load_tokenizer
 
 PREP_VERSION = 1
 
 
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+@dataclasses.dataclass(frozen=True)
+class ClusteringArgs:
+    n_clusters: int
+    sample_documents: int
+    """tf-idf, SVD and balanced k-means are fitted on the first documents read"""
+    svd_components: int
+    max_features: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerArgs:
+    path: str | None
+    """a tokenizers JSON file; None: train a byte-level BPE on a sample of the mixture"""
+    vocab_size: int | None
+    sample_documents: int
+    min_frequency: int
+
+
+@dataclasses.dataclass(frozen=True)
+class HFDataArgs:
+    """data=hf, typed (conf/data/hf.yaml declares the keys, their defaults and meanings)."""
+    kind: str
+    path: str
+    name: str | None
+    data_files: object
+    data_dir: str | None
+    split: str
+    streaming: bool
+    revision: str | None
+    max_documents: int | None
+    text_field: str
+    domain_field: str | None
+    domains: list | None
+    weights: object
+    clustering: ClusteringArgs
+    tokenizer: TokenizerArgs
+    heldout_tokens: int
+    data_seed: int
+    allow_repetition: bool
+    batch_documents: int
+    num_proc: int
+    progress: bool
+    cache_dir: str
+
+    @classmethod
+    def of(cls, cfg) -> "HFDataArgs":
+        """The typed data section (a composed `data` node, or its HFDataArgs already)."""
+        return cfg if isinstance(cfg, cls) else typed("data", plain(cfg), cls)
 
 
 def _progress(cfg, **kw):
     from tqdm.auto import tqdm
 
-    return tqdm(disable=not bool(cfg.get("progress", True)), file=sys.stderr, mininterval=1.0, **kw)
+    return tqdm(disable=not cfg.progress, file=sys.stderr, mininterval=1.0, **kw)
 
 
 # ------------------------------------------------------------------------------------------ reading
 def _local_files(cfg) -> list:
     """(path, size, mtime) of every local file the config names, so edited files make a new preparation."""
     patterns = []
-    files = _plain(cfg.get("data_files"))
+    files = cfg.data_files
     if isinstance(files, str):
         patterns = [files]
     elif isinstance(files, list):
         patterns = files
     elif isinstance(files, dict):
         patterns = [p for v in files.values() for p in ([v] if isinstance(v, str) else v)]
-    if os.path.exists(str(cfg.path)):
-        patterns.append(os.path.join(str(cfg.path), "**") if os.path.isdir(str(cfg.path)) else str(cfg.path))
+    if os.path.exists(cfg.path):
+        patterns.append(os.path.join(cfg.path, "**") if os.path.isdir(cfg.path) else cfg.path)
     out = []
     for pattern in patterns:
         for p in sorted(glob.glob(str(pattern), recursive=True)):
@@ -76,26 +123,24 @@ def _local_files(cfg) -> list:
 
 
 def source_identity(cfg) -> dict:
-    return {"path": str(cfg.path), "name": cfg.get("name"), "data_files": _plain(cfg.get("data_files")),
-            "data_dir": cfg.get("data_dir"), "split": str(cfg.get("split", "train")),
-            "revision": cfg.get("revision"), "max_documents": cfg.get("max_documents"),
-            "text_field": str(cfg.text_field), "local_files": _local_files(cfg)}
+    return {"path": cfg.path, "name": cfg.name, "data_files": cfg.data_files, "data_dir": cfg.data_dir,
+            "split": cfg.split, "revision": cfg.revision, "max_documents": cfg.max_documents,
+            "text_field": cfg.text_field, "local_files": _local_files(cfg)}
 
 
 def load(cfg):
     """The one `datasets.load_dataset` call, for hub ids and local files alike."""
     from datasets import load_dataset
 
-    kwargs = {"path": str(cfg.path), "name": cfg.get("name"), "data_files": _plain(cfg.get("data_files")),
-              "data_dir": cfg.get("data_dir"), "split": str(cfg.get("split", "train")),
-              "streaming": bool(cfg.get("streaming", False)), "revision": cfg.get("revision")}
+    kwargs = {"path": cfg.path, "name": cfg.name, "data_files": cfg.data_files, "data_dir": cfg.data_dir,
+              "split": cfg.split, "streaming": cfg.streaming, "revision": cfg.revision}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if not kwargs["streaming"]:
         kwargs["cache_dir"] = str(DataLayout(cfg.cache_dir).hf_datasets())
     try:
         return load_dataset(**kwargs)
     except Exception as err:  # datasets raises many types for a wrong id, config, split or file
-        raise ConfigError(f"data: could not load {kwargs['path']!r} (name={cfg.get('name')}, "
+        raise ConfigError(f"data: could not load {kwargs['path']!r} (name={cfg.name}, "
                           f"data_files={kwargs.get('data_files')}, split={kwargs['split']}): "
                           f"{type(err).__name__}: {err}") from err
 
@@ -127,16 +172,16 @@ def read_batches(cfg, batch_size: int = 1000, documents: range | None = None
     batches are then exactly the ones a full read yields there, and a document is named by its index in the
     whole data set. A job array's task reads its part this way (prepare_array.py)."""
     ds = load(cfg)
-    limit = cfg.get("max_documents")
+    limit = cfg.max_documents
     seen = 0
     if documents is not None:
         ds = ds.select(documents)
         seen = documents.start
-    text_field, domain_field = str(cfg.text_field), cfg.get("domain_field")
+    text_field, domain_field = cfg.text_field, cfg.domain_field
     for batch in ds.iter(batch_size=batch_size):
         texts = _column(batch, text_field, "text_field")
-        if limit is not None and seen + len(texts) > int(limit):
-            keep = int(limit) - seen
+        if limit is not None and seen + len(texts) > limit:
+            keep = limit - seen
             batch = {k: v[:keep] for k, v in batch.items()}
             texts = texts[:keep]
         for i, t in enumerate(texts):
@@ -145,10 +190,10 @@ def read_batches(cfg, batch_size: int = 1000, documents: range | None = None
                                   f"{type(t).__name__} ({str(t)[:60]!r}), not text")
         labels = None
         if domain_field:
-            labels = [None if v is None else str(v) for v in _column(batch, str(domain_field), "domain_field")]
+            labels = [None if v is None else str(v) for v in _column(batch, domain_field, "domain_field")]
         seen += len(texts)
         yield texts, labels
-        if limit is not None and seen >= int(limit):
+        if limit is not None and seen >= limit:
             return
 
 
@@ -157,24 +202,24 @@ class Labeler:
     """Domain of each document: a column's value, or its cluster ("c0".."c{K-1}")."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
-        self.field = cfg.get("domain_field")
+        self.cfg = cfg = HFDataArgs.of(cfg)
+        self.field = cfg.domain_field
         self.model = None
         self.cluster_dir = None
         if not self.field:
             c = cfg.clustering
-            key = signature({"source": source_identity(cfg), "clustering": _plain(c), "v": PREP_VERSION})
+            key = signature({"source": source_identity(cfg), "clustering": dataclasses.asdict(c), "v": PREP_VERSION})
 
             def sample():
                 texts = []
                 for batch, _ in read_batches(cfg):
                     texts += [t for t in batch if t.strip()]
-                    if len(texts) >= int(c.sample_documents):
+                    if len(texts) >= c.sample_documents:
                         break
-                if len(texts) < int(c.n_clusters):
+                if len(texts) < c.n_clusters:
                     raise ConfigError(f"data.clustering: {len(texts)} non-empty documents cannot make "
-                                      f"{int(c.n_clusters)} clusters")
-                return texts[: int(c.sample_documents)]
+                                      f"{c.n_clusters} clusters")
+                return texts[: c.sample_documents]
 
             self.model, self.cluster_dir = clus.cached_model(DataLayout(cfg.cache_dir).clusters(), key, sample, c)
             self.key = key
@@ -188,14 +233,14 @@ class Labeler:
         return [f"c{int(c)}" for c in self.model.predict(texts)] if texts else []
 
     def all_domains(self) -> list[str] | None:
-        return None if self.field else [f"c{k}" for k in range(int(self.cfg.clustering.n_clusters))]
+        return None if self.field else [f"c{k}" for k in range(self.cfg.clustering.n_clusters)]
 
 
 def kept_documents(cfg, labeler: Labeler, batch_size: int = 1000, seen: set | None = None,
                    documents: range | None = None):
     """(texts, labels, empty counts) batches of the kept domains, empty documents dropped and counted;
     every label met, kept or not, goes into `seen`. `documents`: only those (see read_batches)."""
-    keep = set(_plain(cfg.get("domains")) or []) or None
+    keep = set(cfg.domains or []) or None
     for texts, labels in read_batches(cfg, batch_size, documents):
         labels = labeler(texts, labels)
         if seen is not None:
@@ -215,10 +260,11 @@ def kept_documents(cfg, labeler: Labeler, batch_size: int = 1000, seen: set | No
 # ------------------------------------------------------------------------------------------ tokenizer
 def resolve_tokenizer(cfg, labeler: Labeler) -> tuple[Path, dict, int]:
     """(tokenizer file, its identity, the model's vocab size), checked against data.tokenizer.vocab_size."""
+    cfg = HFDataArgs.of(cfg)
     t = cfg.tokenizer
-    want = t.get("vocab_size")
-    if t.get("path"):
-        path = Path(str(t.path))
+    want = t.vocab_size
+    if t.path:
+        path = Path(t.path)
         if not path.is_file():
             raise ConfigError(f"data.tokenizer.path={str(path)!r} does not exist")
         try:
@@ -226,8 +272,8 @@ def resolve_tokenizer(cfg, labeler: Labeler) -> tuple[Path, dict, int]:
         except Exception as err:
             raise ConfigError(f"data.tokenizer.path={str(path)!r} is not a tokenizers file: {err}") from err
         size = tok.get_vocab_size(with_added_tokens=True)
-        if want is not None and int(want) != size:
-            raise ConfigError(f"data.tokenizer.vocab_size={int(want)} does not match the vocabulary of "
+        if want is not None and want != size:
+            raise ConfigError(f"data.tokenizer.vocab_size={want} does not match the vocabulary of "
                               f"{str(path)!r} ({size} tokens); the model's embedding is sized from it — set "
                               f"data.tokenizer.vocab_size={size} or null")
         try:
@@ -236,30 +282,31 @@ def resolve_tokenizer(cfg, labeler: Labeler) -> tuple[Path, dict, int]:
             raise ConfigError(f"data.tokenizer.path={str(path)!r}: {err}") from err
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         return path, {"file": digest}, size
-    if want is None or int(want) < 257:
+    if want is None or want < 257:
         raise ConfigError(f"data.tokenizer.vocab_size={want}: a trained byte-level BPE needs at least 257 "
                           f"(256 bytes + <|endoftext|>)")
-    recipe = {"source": source_identity(cfg), "domains": _plain(cfg.get("domains")), "labels": labeler.identity(),
-              "sample_documents": int(t.sample_documents)}
+    recipe = {"source": source_identity(cfg), "domains": cfg.domains, "labels": labeler.identity(),
+              "sample_documents": t.sample_documents}
 
     def sample():
         texts = []
         for batch, _, _ in kept_documents(cfg, labeler):
             texts += batch
-            if len(texts) >= int(t.sample_documents):
+            if len(texts) >= t.sample_documents:
                 break
         if not texts:
             raise ConfigError("data: no non-empty documents to train a tokenizer on")
-        return texts[: int(t.sample_documents)]
+        return texts[: t.sample_documents]
 
-    path = cached_bpe(DataLayout(cfg.cache_dir).tokenizers(), recipe, sample, int(want), int(t.get("min_frequency", 2)))
-    return path, {"trained": path.parent.name}, int(want)
+    path = cached_bpe(DataLayout(cfg.cache_dir).tokenizers(), recipe, sample, want, t.min_frequency)
+    return path, {"trained": path.parent.name}, want
 
 
 # ------------------------------------------------------------------------------------------ preparation
 def prepared_step(cfg, labeler: Labeler, tok_identity: dict) -> PreparedData:
-    return PreparedData(PREP_VERSION, source_identity(cfg), labeler.identity(), _plain(cfg.get("domains")),
-                        tok_identity, int(cfg.heldout_tokens), int(cfg.get("data_seed", 0)))
+    cfg = HFDataArgs.of(cfg)
+    return PreparedData(PREP_VERSION, source_identity(cfg), labeler.identity(), cfg.domains, tok_identity,
+                        cfg.heldout_tokens, cfg.data_seed)
 
 
 def prepared_key(cfg, labeler: Labeler, tok_identity: dict) -> str:
@@ -269,6 +316,7 @@ def prepared_key(cfg, labeler: Labeler, tok_identity: dict) -> str:
 def prepare(cfg, expect: PreparedData | None = None) -> Path:
     """The prepared directory of this data config (built now unless a job built it before). `expect`: the step
     the caller means to run (PreparedData.run), refused if this config describes another."""
+    cfg = HFDataArgs.of(cfg)
     labeler = Labeler(cfg)
     tok_path, tok_identity, vocab_size = resolve_tokenizer(cfg, labeler)
     step = prepared_step(cfg, labeler, tok_identity)
@@ -301,8 +349,8 @@ def tokenize_documents(cfg, labeler: Labeler, tok_path: Path, dtype, out: Path, 
     n_docs = 0
     seen: set = set()
     bar = _progress(cfg, desc="tokenizing", unit="doc")
-    batches = kept_documents(cfg, labeler, int(cfg.get("batch_documents", 1000)), seen, documents)
-    num_proc = int(cfg.get("num_proc") or 1)
+    batches = kept_documents(cfg, labeler, cfg.batch_documents, seen, documents)
+    num_proc = cfg.num_proc
     for (texts, labels, empty), encoded in encoded_in_order(batches, tok_path, dtype, eos, num_proc):
         for lab, n in empty.items():
             _raw_entry(raw, lab, out)["empty_documents"] += n
@@ -331,24 +379,23 @@ def finish_prepared(cfg, labeler: Labeler, tok_path: Path, vocab_size: int, raw:
     tok = load_tokenizer(tok_path)
     eos = eos_id(tok)
     dtype = token_dtype(vocab_size)
-    wanted = _plain(cfg.get("domains"))
+    wanted = cfg.domains
     found = sorted(lab for lab, e in raw.items() if len(e["lengths"]))
     if not found and not (wanted and set(wanted) - seen):
-        raise ConfigError(f"data: no non-empty text in field {str(cfg.text_field)!r} of the kept documents"
+        raise ConfigError(f"data: no non-empty text in field {cfg.text_field!r} of the kept documents"
                           + (f" (data.domains={wanted})" if wanted else ""))
     if wanted:
         missing = [d for d in wanted if d not in found]
         if missing:
-            where = f"column {cfg.domain_field!r}" if cfg.get("domain_field") else "the clusters"
+            where = f"column {cfg.domain_field!r}" if cfg.domain_field else "the clusters"
             raise ConfigError(f"data.domains: {missing} not found in {where}; it holds {sorted(seen)}"
-                              + ("" if cfg.get("domain_field") else " (clusters are named c0..c{K-1})"))
+                              + ("" if cfg.domain_field else " (clusters are named c0..c{K-1})"))
         domains = [str(d) for d in wanted]
     else:
         domains = labeler.all_domains() or found
         domains = [d for d in domains if d in found]
 
-    heldout_tokens = int(cfg.heldout_tokens)
-    seed = int(cfg.get("data_seed", 0))
+    heldout_tokens, seed = cfg.heldout_tokens, cfg.data_seed
     manifest = {"key": key, "version": PREP_VERSION, "domains": domains, "vocab_size": vocab_size,
                 "tokenizer_vocab": tok.get_vocab_size(with_added_tokens=True), "eos_id": eos,
                 "dtype": np.dtype(dtype).name, "documents_read": n_docs, "heldout_tokens_target": heldout_tokens,

@@ -103,12 +103,12 @@ def check_options(cfg, tasks, part_documents) -> None:
     if str(d.kind) != "hf":
         raise ConfigError(f"data.kind={str(d.kind)!r}: only real text (data=hf) is prepared; the {d.kind} data "
                           "is made in memory by every job. Add data=hf and its data.* settings")
-    if bool(d.get("streaming", False)):
+    d = prep.HFDataArgs.of(d)
+    if d.streaming:
         raise ConfigError("data.streaming=true: a job array's tasks read their parts by document index, which a "
                           "stream cannot do; set data.streaming=false (the plan job downloads the data set into "
                           "data.cache_dir/hf_datasets once) or prepare in one process")
-    check_integer("data.num_proc", d.get("num_proc") or 1, 1)
-    batch = check_integer("data.batch_documents", d.get("batch_documents", 1000), 1)
+    batch = d.batch_documents
     if int(part_documents) % batch:
         lower = int(part_documents) // batch * batch
         near = [n for n in (lower, lower + batch) if n >= batch]
@@ -163,9 +163,9 @@ def make_executor(params: dict, folder: Path, num_proc: int):
 
 
 # ------------------------------------------------------------------------------------------ stage 1: plan
-def plain_data_cfg(cfg):
-    """data.* resolved into a standalone config: what the jobs get (pickled), equal to what a job resolves."""
-    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+def plain_data_cfg(cfg) -> prep.HFDataArgs:
+    """data.* resolved and typed: what the jobs get (pickled), equal to what a job resolves."""
+    return prep.HFDataArgs.of(cfg)
 
 
 def identity(cfg) -> tuple[prep.Labeler, Path, int, str]:
@@ -178,8 +178,8 @@ def identity(cfg) -> tuple[prep.Labeler, Path, int, str]:
 def n_documents(cfg) -> int:
     """Documents a full read yields: the data set's, up to data.max_documents."""
     n = len(prep.load(cfg))
-    limit = cfg.get("max_documents")
-    return n if limit is None else min(n, int(limit))
+    limit = cfg.max_documents
+    return n if limit is None else min(n, limit)
 
 
 def plan_job(cfg) -> dict:
@@ -199,7 +199,7 @@ def parts_dir(cfg, key: str) -> Path:
 
 
 def part_path(cfg, key: str, part) -> Path:
-    return parts_dir(cfg, key) / part_name(part[0], part[1], int(cfg.get("batch_documents", 1000)))
+    return parts_dir(cfg, key) / part_name(part[0], part[1], cfg.batch_documents)
 
 
 def write_part(cfg, labeler, tok_path: Path, vocab_size: int, key: str, part) -> bool:
@@ -223,7 +223,7 @@ def write_part(cfg, labeler, tok_path: Path, vocab_size: int, key: str, part) ->
                            "empty_documents": int(entry["empty_documents"])})
         write_json_atomic(tmp / PART_META, {
             "version": PART_VERSION, "key": key, "start": part[0], "stop": part[1],
-            "batch_documents": int(cfg.get("batch_documents", 1000)), "documents_read": n_docs,
+            "batch_documents": cfg.batch_documents, "documents_read": n_docs,
             "seen": sorted(seen), "labels": labels})
         return publish_dir(tmp, final)
     finally:
@@ -241,7 +241,7 @@ class PartsTask(Checkpointable):
             if now != key:
                 raise ConfigError(f"data changed since the array was planned (prepared key {key}, now {now}: "
                                   "an input file was edited?); run the command again")
-            written = [part_name(*p, int(cfg.get("batch_documents", 1000))) for p in parts
+            written = [part_name(*p, cfg.batch_documents) for p in parts
                        if write_part(cfg, labeler, tok_path, vocab_size, key, p)]
             return {"written": written, "parts": len(parts)}
         except ConfigError as err:
@@ -259,7 +259,7 @@ def read_part(cfg, key: str, part, dtype) -> dict:
     path = part_path(cfg, key, part)
     meta = json.loads((path / PART_META).read_text())
     want = {"version": PART_VERSION, "key": key, "start": part[0], "stop": part[1],
-            "batch_documents": int(cfg.get("batch_documents", 1000))}
+            "batch_documents": cfg.batch_documents}
     wrong = {k: meta.get(k) for k, v in want.items() if meta.get(k) != v}
     for e in meta["labels"]:
         lengths = np.load(path / f"{e['index']}.lengths.npy")
@@ -320,7 +320,7 @@ def assemble_job(cfg, key: str, parts: list, seq_len: int | None) -> dict:
 
         prepared = build_once(cache.prepared(key), build, is_built=lambda p: (p / MANIFEST).exists(),
                               lock=cache.prepared_lock(key))
-        packed = prep.pack(prepared, int(seq_len), bool(cfg.get("progress", True))) if seq_len else None
+        packed = prep.pack(prepared, int(seq_len), cfg.progress) if seq_len else None
         shutil.rmtree(work_dir(cfg.cache_dir, key), ignore_errors=True)
         return {"prepared": str(prepared), "packed": str(packed) if packed else None}
     except ConfigError as err:
@@ -377,7 +377,7 @@ def prepare_array(cfg, hydra_cfg, tasks: int, part_documents: int) -> Path:
     params = launcher_params(hydra_cfg)
     kind = launcher_kind(params, OmegaConf.select(hydra_cfg, "runtime.choices", default={}).get("hydra/launcher"))
     data = plain_data_cfg(cfg.data)
-    executor = make_executor(params, logs_dir(data.cache_dir), int(data.get("num_proc") or 1))
+    executor = make_executor(params, logs_dir(data.cache_dir), data.num_proc)
     executor.update_parameters(name="prepare-plan")
     _say(f"planning the preparation on {kind} (one job: load the data, the tokenizer, count the documents)")
     plan = _result(executor.submit(plan_job, data), "the plan job")
