@@ -31,7 +31,7 @@ from .records import append_rows, is_recorded, read_rows
 from .identity import signature
 from .steps import DownstreamStep
 from .store import build_once
-from .typed_config import plain, typed
+from .typed_config import Section
 
 TASKS_DIR = Path(__file__).resolve().parent / "eval_tasks"
 PHONEBOOK_MC = "phonebook_mc"
@@ -206,7 +206,7 @@ def _hub_cache_allowed() -> bool:
 
 # ------------------------------------------------------------------------------ the evaluation
 @dataclass(frozen=True)
-class EvalArgs:
+class EvalArgs(Section):
     """The eval section, typed (conf/eval/none.yaml declares the keys and defaults)."""
     enabled: bool
     tasks: tuple[str, ...]
@@ -221,10 +221,7 @@ class EvalArgs:
     include_paths: tuple[str, ...] | None
     local_datasets: dict | None
     """task -> {dataset_path, dataset_name, dataset_kwargs}: a standard task read from files."""
-
-    @classmethod
-    def of(cls, node) -> "EvalArgs":
-        return typed("eval", plain(node), cls)
+    section = "eval"
 
 
 class DownstreamEval:

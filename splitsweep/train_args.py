@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .typed_config import plain, typed
+from .typed_config import Section
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class OptimizerArgs:
 
 
 @dataclass(frozen=True)
-class TrainArgs:
+class TrainArgs(Section):
+    section = "train"
     global_batch: int
     """Sequences per optimizer step, over all ranks: D and D' are whole numbers of global_batch x seq_len."""
     micro_batch: int | None
@@ -56,8 +57,3 @@ class TrainArgs:
     """The host reads the loss and the stop flag this often (and before every checkpoint)."""
     handle_signals: bool
     """SIGUSR2/SIGTERM: checkpoint, then stop."""
-
-    @classmethod
-    def of(cls, node) -> "TrainArgs":
-        """The typed values of a composed `train` section (every key declared: conf/train/cpu.yaml)."""
-        return typed("train", plain(node), cls)

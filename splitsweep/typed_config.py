@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from typing import ClassVar
 
 from omegaconf import OmegaConf
 
@@ -19,6 +20,15 @@ from .errors import ConfigError
 def plain(node) -> dict:
     """A config node (resolved) as plain Python."""
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+
+
+class Section:
+    """Base of a typed config section: `Kind.of(cfg.<section>)` (or of a Kind already: returned as it is)."""
+    section: ClassVar[str]  # its key in the config: named in every error
+
+    @classmethod
+    def of(cls, node):
+        return node if isinstance(node, cls) else typed(cls.section, plain(node), cls)
 
 
 def typed(name: str, value, kind):

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..typed_config import plain, typed
+from ..typed_config import Section
 from .source import TokenSource
 
 CONSONANTS = "bdfghklmnprstvz"
@@ -56,18 +56,19 @@ def _names(rng: np.random.Generator, count: int) -> list[str]:
 
 
 @dataclass(frozen=True)
-class PhonebookArgs:
+class PhonebookArgs(Section):
     """data=phonebook, typed (conf/data/phonebook.yaml declares the keys, their defaults and meanings)."""
     kind: str
     n_domains: int
+    """books: the domains"""
     entries_per_domain: int
+    """name:number facts per book"""
     heldout_sequences: int
+    """held-out sequences per book: the same facts in orders not trained on"""
     data_seed: int
+    """the facts (the training seed only changes the order they are read in)"""
     allow_repetition: bool
-
-    @classmethod
-    def of(cls, cfg) -> "PhonebookArgs":
-        return typed("data", plain(cfg), cls)
+    section = "data"
 
 
 class Phonebook(TokenSource):

@@ -36,7 +36,7 @@ from ..identity import signature
 from ..layout import MANIFEST, DataLayout
 from ..steps import PreparedData, check_planned
 from ..store import build_once, write_json_atomic
-from ..typed_config import plain, typed
+from ..typed_config import Section
 from . import clustering as clus
 from .tokenizer import cached_bpe, eos_id, load_tokenizer
 
@@ -63,7 +63,7 @@ class TokenizerArgs:
 
 
 @dataclasses.dataclass(frozen=True)
-class HFDataArgs:
+class HFDataArgs(Section):
     """data=hf, typed (conf/data/hf.yaml declares the keys, their defaults and meanings)."""
     kind: str
     path: str
@@ -87,11 +87,7 @@ class HFDataArgs:
     num_proc: int
     progress: bool
     cache_dir: str
-
-    @classmethod
-    def of(cls, cfg) -> "HFDataArgs":
-        """The typed data section (a composed `data` node, or its HFDataArgs already)."""
-        return cfg if isinstance(cfg, cls) else typed("data", plain(cfg), cls)
+    section = "data"
 
 
 def _progress(cfg, **kw):
