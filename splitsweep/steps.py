@@ -13,7 +13,7 @@ those (and a dependency as its own identity), and the output's path follows from
 the step's output, never its config: a finished step is not run again. plan.make_plan builds a grid point's
 steps from its config (all checks before any compute). `run()` does the work: a step that trains runs from the
 job config that planned it (`run(cfg)`: it refuses a config that plans another step), in the module that owns
-that work (data/prepare.py, seed_store.py, job.py, analysis.report); this module imports none of them.
+that work (data/prepare.py, seed_store.py, job.py, report_step.py); this module imports none of them.
 """
 from __future__ import annotations
 
