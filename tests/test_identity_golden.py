@@ -105,10 +105,10 @@ PHONEBOOK_PER_PATH = table("split.pretrain_fraction split.expert_domain", """
 
 # Real-text sweeps with the data identity pinned (see the module docstring).
 REALTEXT_LADDER = table("model split.tokens_per_param split.pretrain_fraction split.expert_domain", """
-llama_21k  2  0.125 licenses    875114b878519b28 33b2297fdc7e0e78    6144
-llama_60k  6  0.5   mixture     5ec22cbcffcb6490 f1f5996e424dbad1  180224
-llama_115k 20 0.75  python      910214b87d5f46b4 e3358f43fb0ba0bd 1720320
-llama_187k 20 1.0   changelogs  c3335d9aa10e421e 22bdff265f3ade74 2988032
+llama_21k  2  0.125 licenses    36cbf488e14d4d9d 8b8dd832161f43fb    6144
+llama_60k  6  0.5   mixture     d59e6c933455ddab 03a3b1d2551251c8  180224
+llama_115k 20 0.75  python      7918c2f49ea095b5 1769689936f9912a 1720320
+llama_187k 20 1.0   changelogs  c5fb0a3839ef286a 76f451923c3ba6f8 2988032
 """)
 
 REALTEXT_CPU = table("split.expert_domain split.pretrain_tokens split.special_tokens model", """
