@@ -104,6 +104,7 @@ PHONEBOOK_PER_PATH = table("split.pretrain_fraction split.expert_domain", """
 """)
 
 # Real-text sweeps with the data identity pinned (see the module docstring).
+# The ladder's ids were re-recorded when its lr rule became N^-0.7 (a new experiment, CHANGELOG 0.11.0).
 REALTEXT_LADDER = table("model split.tokens_per_param split.pretrain_fraction split.expert_domain", """
 llama_21k  2  0.125 licenses    36cbf488e14d4d9d 8b8dd832161f43fb    6144
 llama_60k  6  0.5   mixture     d59e6c933455ddab 03a3b1d2551251c8  180224
