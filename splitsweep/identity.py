@@ -34,7 +34,7 @@ ADDED_AT_DEFAULT = {
     "split.accounting": "per_path", "split.n_experts": None, "split.tokens_per_param": None,
     "split.budget_step_multiple": 1, "train.eval_scope": "all", "train.precision": "fp32",
     "train.compile": False, "train.activation_checkpointing": "none", "train.sync_every_steps": 10,
-    "data.num_proc": 1,
+    "data.num_proc": 1, "data.heldout_max_overlap": None,
 }
 
 # The grid's own file: its name is the sweep's (sweep_name), never a grid point's.

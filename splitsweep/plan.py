@@ -160,6 +160,10 @@ def _check_data(d) -> None:
         from .data.prepare import HFDataArgs
 
         check_integer("data.heldout_tokens", d.heldout_tokens, 1)
+        m = d.get("heldout_max_overlap")
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1):
+            raise ConfigError(f"data.heldout_max_overlap={m!r}: a share of a document's spans in [0, 1) "
+                              f"(e.g. 0.25), or null to hold out any document")
         check_integer("data.batch_documents", d.batch_documents, 1)
         check_integer("data.num_proc", d.num_proc, 1)
         HFDataArgs.of(d)

@@ -56,6 +56,10 @@ class PreparedData(_Step):
     tokenizer: dict = defining(doc="the tokenizer file's digest, or the recipe it was trained by")
     heldout_tokens: int = defining()
     data_seed: int = defining(doc="the RNG seed of the document order and the held-out split")
+    heldout_overlap: dict | None = defining(
+        omitted_at=None, default=None,
+        doc="held-out decontamination: {max: share, ngram: n}; only documents with at most that share of their "
+            "n-token spans found in another document are held out (None: any document)")
 
     def output(self, cache_dir: str | Path) -> Path:
         return DataLayout(cache_dir).prepared(self.identity)
